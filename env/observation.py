@@ -1,0 +1,130 @@
+"""The observation format: the one place that decides the characters a model sees.
+
+Pure functions of the browser state. Link markers (`【id†text†domain】`), section headers (`●`)
+and the escaping that keeps page text from forging them all live here; `pages.py` calls
+`link_marker` and `escape` when it renders, `browser.py` calls `render_browse` and
+`render_answer`. Golden-file tests pin the exact output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+SECTION = "●"
+LINK_OPEN, LINK_SEP, LINK_CLOSE = "【", "†", "】"
+IMAGE_PREFIX = "[Image: "
+
+# Page text may contain our marker characters; replace them with look-alikes that cannot be
+# mistaken for markup, so a page cannot forge a link or a section.
+_ESCAPES = str.maketrans({LINK_OPEN: "[", LINK_CLOSE: "]", LINK_SEP: "+", SECTION: "•", "━": "-"})
+_LINK_RE = re.compile(
+    f"{LINK_OPEN}(\\d+){LINK_SEP}([^{LINK_SEP}{LINK_CLOSE}]*)(?:{LINK_SEP}[^{LINK_CLOSE}]*)?{LINK_CLOSE}"
+)
+_SPACE_RE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class SavedQuote:
+    """A quote the browser stored: cited in the answer as [n]."""
+
+    n: int
+    title: str
+    url: str
+    extract: str
+
+
+def escape(text: str) -> str:
+    """Page text with marker characters replaced (so it cannot forge links or sections)."""
+    return text.translate(_ESCAPES)
+
+
+def domain(url: str) -> str:
+    """The host shown to the model: 'en.wikipedia.org' for any URL on it ('' if none)."""
+    host = urlsplit(url).hostname or ""
+    return host[4:] if host.startswith("www.") else host
+
+
+def link_marker(link_id: int, text: str, url: str, page_url: str) -> str:
+    """`【id†text†domain】`, or `【id†text】` when the link stays on the page's own site."""
+    text = _SPACE_RE.sub(" ", escape(text)).strip() or "link"
+    link_domain = domain(url)
+    if not link_domain or link_domain == domain(page_url):
+        return f"{LINK_OPEN}{link_id}{LINK_SEP}{text}{LINK_CLOSE}"
+    return f"{LINK_OPEN}{link_id}{LINK_SEP}{text}{LINK_SEP}{link_domain}{LINK_CLOSE}"
+
+
+def image_marker(alt: str) -> str:
+    return f"{IMAGE_PREFIX}{_SPACE_RE.sub(' ', escape(alt)).strip()}]"
+
+
+def strip_markup(text: str) -> str:
+    """Rendered text with link markers replaced by their link text (what Find and Quote match)."""
+    return _LINK_RE.sub(lambda m: m.group(2), text)
+
+
+def normalize(text: str) -> str:
+    """Case- and whitespace-insensitive form used to match quotes and finds."""
+    return _SPACE_RE.sub(" ", strip_markup(text)).strip().lower()
+
+
+def title_line(title: str, url: str) -> str:
+    d = domain(url)
+    return f"{title} ({d})" if d else title
+
+
+def _quote_block(quotes: Sequence[SavedQuote], prefix: str) -> list[str]:
+    if not quotes:
+        return ["None"]
+    out: list[str] = []
+    for q in quotes:
+        out.append(f"{prefix}[{q.n}] {title_line(q.title, q.url)}")
+        out.append(q.extract)
+    return out
+
+
+def render_browse(
+    *,
+    question: str,
+    quotes: Sequence[SavedQuote],
+    past_actions: Sequence[str],
+    title: str | None,
+    lines: Sequence[str],
+    cursor: int,
+    window_lines: int,
+    actions_left: int,
+    error: str | None = None,
+    max_past_actions: int = 20,
+) -> str:
+    """The observation at a browse step. `title` None means no page is open yet."""
+    out = [f"{SECTION}Question", question, f"{SECTION}Quotes", *_quote_block(quotes, "From ")]
+    out.append(f"{SECTION}Past actions")
+    if not past_actions:
+        out.append("None")
+    else:
+        hidden = len(past_actions) - max_past_actions
+        if hidden > 0:
+            out.append(f"({hidden} earlier actions)")
+        out.extend(past_actions[-max_past_actions:])
+    if title is not None:
+        out += [f"{SECTION}Title", title]
+        if lines:
+            last = min(cursor + window_lines, len(lines)) - 1
+            out.append(f"{SECTION}Scrollbar: {cursor} - {last} of {len(lines)}")
+            out.append(f"{SECTION}Text")
+            out.extend(lines[cursor : last + 1])
+        else:
+            out += [f"{SECTION}Scrollbar: 0 - 0 of 0", f"{SECTION}Text", "(empty page)"]
+    if error:
+        out += [f"{SECTION}Error", error]
+    out += [f"{SECTION}Actions left: {actions_left}", f"{SECTION}Next action"]
+    return "\n".join(out)
+
+
+def render_answer(*, question: str, quotes: Sequence[SavedQuote]) -> str:
+    """The observation of the answer phase: the question and the numbered quotes to cite."""
+    out = [f"{SECTION}Question", question, f"{SECTION}Quotes", *_quote_block(quotes, "")]
+    out.append(f"{SECTION}Answer")
+    return "\n".join(out)

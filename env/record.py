@@ -1,0 +1,181 @@
+"""The episode record: what one question's browsing and answering left behind, as JSON lines.
+
+Everything downstream (eval, best-of-n, reward model, BC, PPO, replay) reads records; nothing
+re-derives what a record holds. The environment fills the browser fields; the episode runner
+adds the policy fields (prompt, token ids, log-probabilities, seconds) on the same steps.
+Pages are not stored here: `page_id` points into the content-addressed page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from env.observation import SavedQuote
+
+RECORD_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A record file line is not a valid episode record; the message names file and line."""
+
+
+@dataclass
+class Step:
+    """One action: the observation it was taken in, what was written, and what it did."""
+
+    observation: str
+    action: str
+    phase: str = "browse"
+    """'browse' for commands, 'answer' for the final answer text."""
+    command: dict | None = None
+    """The parsed command (`env.commands.to_dict`), None for invalid actions and answers."""
+    error: str | None = None
+    """Why the action failed (invalid command, missing link, page error), else None."""
+    page_id: str | None = None
+    """Content address of the page open after the action (see env.cache.PageCache)."""
+    request: str | None = None
+    """What was fetched when this step opened a new page: 'search:<query>' or the URL."""
+    # --- filled by the policy's episode runner
+    prompt: str | None = None
+    completion: str | None = None
+    """The exact generated text (before cutting at the first newline); action is what was kept."""
+    prompt_tokens: int | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    """Sampling log-probabilities of `token_ids` under the policy that acted (for PPO)."""
+    seconds: float | None = None
+
+    @property
+    def tokens(self) -> int | None:
+        return None if self.token_ids is None else len(self.token_ids)
+
+
+@dataclass
+class EpisodeRecord:
+    id: str
+    question: str
+    source: str
+    steps: list[Step] = field(default_factory=list)
+    quotes: list[SavedQuote] = field(default_factory=list)
+    answer: str | None = None
+    end: str | None = None
+    """Why browsing stopped: answer | nonsense | controversial | budget | quote_limit."""
+    model: str | None = None
+    seed: int | None = None
+    meta: dict = field(default_factory=dict)
+    """Free-form: question_id, gold answers, settings. Consumers must not require keys here."""
+    version: int = RECORD_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EpisodeRecord:
+        if not isinstance(data, dict):
+            raise RecordError(f"a record is a JSON object, got {type(data).__name__}")
+        missing = {"id", "question", "source"} - data.keys()
+        if missing:
+            raise RecordError(f"record is missing {sorted(missing)}")
+        known = {f.name for f in fields(cls)}
+        step_fields = {f.name for f in fields(Step)}
+        body = {k: v for k, v in data.items() if k in known}
+        try:
+            body["steps"] = [
+                Step(**{k: v for k, v in s.items() if k in step_fields})
+                for s in data.get("steps", [])
+            ]
+            body["quotes"] = [SavedQuote(**q) for q in data.get("quotes", [])]
+            return cls(**body)
+        except (TypeError, AttributeError) as exc:
+            raise RecordError(f"malformed record: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @property
+    def page_ids(self) -> list[str]:
+        """Every page the episode showed, in order, without repeats."""
+        seen: dict[str, None] = {}
+        for step in self.steps:
+            if step.page_id:
+                seen.setdefault(step.page_id)
+        return list(seen)
+
+
+def append_jsonl(path: str | Path, records: Iterable[EpisodeRecord | dict]) -> None:
+    """Append records, one whole line per write, fsynced: a kill leaves at most one partial line.
+
+    A partial last line (from a crash) is terminated first so the next record starts on a line
+    of its own; `read_jsonl(..., skip_partial_tail=True)` then ignores the broken one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    os.write(fd, b"\n")
+        for rec in records:
+            line = (
+                rec.to_json()
+                if isinstance(rec, EpisodeRecord)
+                else json.dumps(rec, ensure_ascii=False)
+            )
+            os.write(fd, (line + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | Path, *, skip_partial_tail: bool = True) -> Iterator[dict]:
+    """JSON objects of a .jsonl file; RecordError names the line of any corrupt entry."""
+    for _, obj in numbered_lines(path, skip_partial_tail=skip_partial_tail):
+        yield obj
+
+
+def numbered_lines(
+    path: str | Path, *, skip_partial_tail: bool = True
+) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) for each line of a .jsonl file.
+
+    With `skip_partial_tail`, lines that are not valid JSON *and* do not end in a newline
+    (a write cut by a crash) are skipped rather than fatal, as are lines a later append
+    terminated early; any other corrupt line is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    last = len(raw_lines) - 1
+    for i, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            truncated = i - 1 == last or not raw.rstrip().endswith(b"}")
+            if skip_partial_tail and truncated:
+                continue
+            raise RecordError(
+                f"{path}:{i}: corrupt line ({exc.msg if hasattr(exc, 'msg') else exc})"
+            ) from exc
+        if not isinstance(obj, dict):
+            raise RecordError(f"{path}:{i}: expected a JSON object")
+        yield i, obj
+
+
+def read_records(path: str | Path, *, skip_partial_tail: bool = True) -> Iterator[EpisodeRecord]:
+    """Episode records of a .jsonl file (RecordError with the line number on bad ones)."""
+    for i, obj in numbered_lines(path, skip_partial_tail=skip_partial_tail):
+        try:
+            yield EpisodeRecord.from_dict(obj)
+        except RecordError as exc:
+            raise RecordError(f"{path}:{i}: {exc}") from exc

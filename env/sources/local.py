@@ -1,0 +1,114 @@
+"""A local corpus of documents behind BM25: the base of the Wikipedia, JSONL and ZIM sources.
+
+`DocumentSource` answers `search` from a persisted bm25s index and `get` from a URL table. How a
+document becomes a page is the subclass's business (`render`), so the local Wikipedia can add
+links and a ZIM archive can render its own HTML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from env.errors import PageNotFound, SearchError
+from env.limits import RenderLimits
+from env.pages import Page, text_to_page
+from env.search import Bm25Index, Document, cached_index, snippet
+from env.sources.base import SearchHit
+
+
+def index_cache_dir() -> Path:
+    """$WEBAGENT_CACHE/index, else ~/.cache/webagent/index: persisted search indexes."""
+    base = os.environ.get("WEBAGENT_CACHE") or Path.home() / ".cache" / "webagent"
+    return Path(base) / "index"
+
+
+def url_key(url: str) -> str:
+    """URLs that name the same document compare equal: no fragment, decoded, spaces as '_'."""
+    parts = urlsplit(url.strip())
+    path = unquote(parts.path).replace(" ", "_")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+class DocumentSource:
+    """Search and open a fixed list of documents."""
+
+    def __init__(
+        self,
+        name: str,
+        docs: Sequence[Document],
+        index: Bm25Index,
+        *,
+        limits: RenderLimits = RenderLimits(),
+    ):
+        if len(index) != len(docs):
+            raise ValueError(f"index has {len(index)} documents, corpus has {len(docs)}")
+        self.name = name
+        self.docs = list(docs)
+        self.index = index
+        self.limits = limits
+        self.by_url = {url_key(d.url): i for i, d in enumerate(self.docs)}
+
+    def search(self, query: str, k: int = 10) -> list[SearchHit]:
+        if not query.strip():
+            raise SearchError("empty search query")
+        return [
+            SearchHit(
+                self.docs[i].url, self.docs[i].title, snippet(self.docs[i].text, query), score
+            )
+            for i, score in self.index.search(query, k)
+        ]
+
+    def get(self, url: str) -> Page:
+        i = self.by_url.get(url_key(url))
+        if i is None:
+            raise PageNotFound(f"{url} is not in the {self.name} corpus")
+        return self.render(i)
+
+    def render(self, i: int) -> Page:
+        doc = self.docs[i]
+        return text_to_page(doc.text, doc.url, doc.title, limits=self.limits)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+def load_jsonl_corpus(path: str | Path) -> list[Document]:
+    """A user's corpus: one `{"url","title","text"}` per line; errors name the line."""
+    path = Path(path)
+    docs: list[Document] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                docs.append(Document(str(row["url"]), str(row["title"]), str(row["text"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path}:{n}: expected a JSON object with url, title and text ({exc})"
+                ) from exc
+    if not docs:
+        raise ValueError(f"{path}: no documents")
+    return docs
+
+
+def jsonl_source(path: str | Path, *, cache_dir: str | Path | None = None) -> DocumentSource:
+    """A DocumentSource over a JSONL corpus, its BM25 index built once and persisted."""
+    path = Path(path)
+    docs = load_jsonl_corpus(path)
+    key = "jsonl-" + fingerprint(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+    index = cached_index(
+        Path(cache_dir) if cache_dir else index_cache_dir(),
+        key,
+        lambda: [f"{d.title}. {d.text}" for d in docs],
+    )
+    return DocumentSource(f"jsonl:{path}", docs, index)

