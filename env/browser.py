@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -57,6 +57,20 @@ class EnvConfig:
     """WebGPT eval hygiene: blank any page sharing a 10-gram with the question."""
     blocked_domains: tuple[str, ...] = ()
     """Domains (and their subdomains) dropped from results and refused on click."""
+
+
+def config_to_dict(config: EnvConfig) -> dict:
+    """JSON form stored in every record, so replay rebuilds the same browser."""
+    d = asdict(config)
+    d["blocked_domains"] = list(d["blocked_domains"])
+    return d
+
+
+def config_from_dict(data: dict) -> EnvConfig:
+    fields = dict(data)
+    fields["limits"] = BrowseLimits(**fields.get("limits", {}))
+    fields["blocked_domains"] = tuple(fields.get("blocked_domains", ()))
+    return EnvConfig(**fields)
 
 
 # ----------------------------------------------------------------------------- spaces
@@ -221,7 +235,7 @@ class BrowserEnv(gym.Env):
             question=question,
             source=getattr(self.source, "name", type(self.source).__name__),
             seed=seed,
-            meta=dict(meta or {}),
+            meta={**(meta or {}), "env": config_to_dict(self.config)},
         )
 
     @property

@@ -1,0 +1,148 @@
+"""Prompts, batched generation and the episode runner, on a tiny random model built here."""
+
+import pytest
+import torch
+from tiny import tiny_model, tiny_tokenizer
+
+from env.browser import BrowserEnv, EnvConfig
+from env.limits import BrowseLimits
+from env.record import EpisodeRecord
+from webagent.answers import cited, format_answer, strip_citations, to_json
+from webagent.policy import HFPolicy, Sampling
+from webagent.prompts import (
+    ANSWER_INSTRUCTION,
+    BROWSE_INSTRUCTION,
+    PromptFormat,
+    completion_to_action,
+    format_for,
+)
+from webagent.rollout import RunConfig, Task, run_episodes
+
+
+@pytest.fixture(scope="module")
+def policy():
+    tok = tiny_tokenizer()
+    return HFPolicy(tiny_model(len(tok)), tok, name="tiny")
+
+
+def test_base_prompt_has_instruction_examples_and_observation():
+    fmt = PromptFormat("base", examples=4)
+    text = fmt.browse("●Question\nQ?\n●Next action")
+    assert text.startswith(BROWSE_INSTRUCTION)
+    assert text.endswith("●Question\nQ?\n●Next action\n")
+    # each worked example is an observation followed by its command on the next line
+    assert "●Next action\nSearch Baghdad river\n" in text
+    assert "●Next action\nQuote: It passes through Baghdad, the capital of Iraq.\n" in text
+    assert "●Next action\nEnd: Answer\n" in text
+    assert PromptFormat("base", examples=0).browse("OBS") == BROWSE_INSTRUCTION + "\n\nOBS\n"
+    answer = fmt.answer("●Question\nQ?\n●Quotes\nNone\n●Answer")
+    assert answer.startswith(ANSWER_INSTRUCTION) and "●Answer\nTigris [1]\n" in answer
+
+
+def test_worked_examples_use_commands_the_parser_accepts():
+    from env.commands import parse
+    from webagent.prompts import _example_steps
+
+    for observation, command in _example_steps():
+        parse(command)
+        assert observation.endswith("●Next action")
+
+
+def test_chat_prompt_uses_the_template():
+    tok = tiny_tokenizer()
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    fmt = format_for(tok, examples=1)
+    assert fmt.style == "chat" and not fmt.add_special_tokens
+    text = fmt.browse("OBS", tok)
+    assert text.startswith("<|system|>" + BROWSE_INSTRUCTION)
+    assert "<|assistant|>Search Baghdad river\n<|user|>OBS\n<|assistant|>" in text
+    assert format_for(tok, prefer_chat=False).style == "base"
+
+
+def test_completion_to_action_keeps_first_line():
+    assert completion_to_action("  Search Tigris \nClicked on link 0") == "Search Tigris"
+    assert completion_to_action("") == ""
+
+
+def test_generation_records_tokens_logprobs_and_stops(policy):
+    (gen,) = policy.generate(
+        ["Search"], max_new_tokens=7, sampling=Sampling(temperature=1.0), seeds=[5]
+    )
+    assert 1 <= len(gen.token_ids) <= 7 and len(gen.logprobs) == len(gen.token_ids)
+    assert all(lp <= 0 for lp in gen.logprobs)
+    # the recorded log-probs are those of the model: recompute them with one forward pass
+    enc = policy.tokenizer(["Search"], return_tensors="pt")
+    ids = torch.cat([enc.input_ids, torch.tensor([gen.token_ids])], dim=1)
+    with torch.no_grad():
+        logp = torch.log_softmax(policy.model(ids).logits[0, enc.input_ids.shape[1] - 1 : -1], -1)
+    expected = logp[torch.arange(len(gen.token_ids)), torch.tensor(gen.token_ids)]
+    assert torch.allclose(expected, torch.tensor(gen.logprobs), atol=1e-4)
+
+
+def test_greedy_is_deterministic_and_batch_equals_single(policy):
+    prompts = [
+        "Which river flows through Baghdad?",
+        "Search",
+        "Clicked on link 0 and then more words",
+    ]
+    for sampling in [Sampling(), Sampling(temperature=1.0, top_p=0.9)]:
+        batch = policy.generate(prompts, max_new_tokens=6, sampling=sampling, seeds=[1, 2, 3])
+        single = [policy.generate([p], max_new_tokens=6, sampling=sampling, seeds=[s])[0]
+                  for p, s in zip(prompts, [1, 2, 3], strict=True)]  # fmt: skip
+        assert [g.token_ids for g in batch] == [g.token_ids for g in single]
+
+
+def _run(policy, wiki, batch_size):
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=3)))  # noqa: E731
+    config = RunConfig(batch_size=batch_size, sampling=Sampling(temperature=1.0, seed=11),
+                       browse_max_new_tokens=8)  # fmt: skip
+    tasks = [
+        Task(q, {"i": i})
+        for i, q in enumerate(["Who was Ray Charles?", "Which river?", "What is jazz?"])
+    ]
+    out = dict(run_episodes(policy, tasks, make_env, config))
+    return [out[i] for i in range(len(tasks))]
+
+
+def test_runner_batch_and_single_give_the_same_episodes(policy, wiki):
+    single = _run(policy, wiki, 1)
+    batched = _run(policy, wiki, 3)
+    assert [r.seed for r in single] == [11, 12, 13]
+    for a, b in zip(single, batched, strict=True):
+        assert [s.action for s in a.steps] == [s.action for s in b.steps]
+        assert [s.token_ids for s in a.steps] == [s.token_ids for s in b.steps]
+    record = batched[1]
+    assert record.meta["i"] == 1 and record.model == "tiny"
+    browse = [s for s in record.steps if s.phase == "browse"]
+    assert len(browse) == 3
+    for step in browse:
+        assert step.prompt.endswith(step.observation + "\n")
+        assert len(step.logprobs) == len(step.token_ids) <= 8 and step.seconds > 0
+        assert step.prompt_tokens > 100
+
+
+def test_no_quotes_means_no_answer_attempted(policy, wiki):
+    (record,) = _run(policy, wiki, 2)[:1]
+    assert record.quotes == [] and record.answer is None
+    answer_step = record.steps[-1]
+    assert answer_step.phase == "answer" and answer_step.prompt is None  # the model was not asked
+    assert "No answer: browsing collected no quotes." in format_answer(record)
+
+
+def test_answer_helpers():
+    from env.observation import SavedQuote
+
+    record = EpisodeRecord(id="x", question="Q?", source="wiki", answer="Tigris [1][3]",
+                           quotes=[SavedQuote(1, "Tigris", "https://en.wikipedia.org/wiki/Tigris", "It flows.")])  # fmt: skip
+    assert cited(record.answer) == [1, 3] and strip_citations(record.answer) == "Tigris"
+    text = format_answer(record)
+    assert (
+        "cites [3] that no quote has" in text
+        and "[1] Tigris — https://en.wikipedia.org/wiki/Tigris" in text
+    )
+    assert to_json(record) == {"question": "Q?", "answer": "Tigris [1][3]", "actions": [],
+                               "references": [{"n": 1, "title": "Tigris", "url": "https://en.wikipedia.org/wiki/Tigris",
+                                               "extract": "It flows."}]}  # fmt: skip

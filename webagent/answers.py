@@ -1,0 +1,78 @@
+"""What a finished episode means to a reader: the answer, its citations, its references.
+
+Pure functions of an `EpisodeRecord`, shared by `ask`, the REPL, replay and eval.
+"""
+
+from __future__ import annotations
+
+import re
+
+from env.record import EpisodeRecord
+
+CITATION = re.compile(r"\[(\d+)\]")
+
+
+def cited(answer: str | None) -> list[int]:
+    """Quote numbers an answer cites, in order of first citation."""
+    seen: dict[int, None] = {}
+    for m in CITATION.finditer(answer or ""):
+        seen.setdefault(int(m.group(1)))
+    return list(seen)
+
+
+def strip_citations(answer: str | None) -> str:
+    """The answer without `[n]` markers (what short-answer metrics score)."""
+    return re.sub(r"\s+", " ", CITATION.sub("", answer or "")).strip()
+
+
+def references(record: EpisodeRecord) -> list[dict]:
+    """Every quote as {"n","title","url","extract"}, numbered as the answer cites them."""
+    return [{"n": q.n, "title": q.title, "url": q.url, "extract": q.extract} for q in record.quotes]
+
+
+def actions(record: EpisodeRecord) -> list[str]:
+    """The browse commands as the model wrote them."""
+    return [s.action for s in record.steps if s.phase == "browse"]
+
+
+def to_json(record: EpisodeRecord) -> dict:
+    """The `ask --json` object."""
+    return {
+        "question": record.question,
+        "answer": record.answer,
+        "references": references(record),
+        "actions": actions(record),
+    }
+
+
+def describe_step(record: EpisodeRecord, index: int) -> str:
+    """One line for a step as it happens: the action and, if it failed, why."""
+    step = record.steps[index]
+    if step.phase == "answer":
+        return (
+            f"{index + 1:>3}. Answer: {step.action.strip() or '(none: no quotes were collected)'}"
+        )
+    line = f"{index + 1:>3}. {step.action.strip()[:160] or '(empty)'}"
+    if step.error:
+        line += f"   ✗ {step.error[:120]}"
+    return line
+
+
+def format_answer(record: EpisodeRecord) -> str:
+    """The answer followed by its numbered references, for people."""
+    if record.answer is None:
+        why = record.meta.get("no_answer") or f"browsing ended with {record.end!r}"
+        lines = [f"No answer: {why}."]
+    else:
+        lines = [record.answer]
+        missing = [n for n in cited(record.answer) if not 1 <= n <= len(record.quotes)]
+        if missing:
+            lines.append(f"(cites {', '.join(f'[{n}]' for n in missing)} that no quote has)")
+    if record.quotes:
+        lines += ["", "References:"]
+        citing = set(cited(record.answer))
+        for q in record.quotes:
+            mark = "" if q.n in citing else " (not cited)"
+            lines.append(f"[{q.n}] {q.title} — {q.url}{mark}")
+            lines.append(f'    "{q.extract}"')
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""`webagent`: the command line. Each subcommand parses one dataclass and makes library calls.
+
+    webagent ask "Which river flows through Baghdad?"        # browse, then answer with citations
+    webagent ask "…" --json --model smollm2-135m --source zim:fixtures/zim/wikipedia_en_ray_charles_mini.zim
+    webagent repl                                            # question after question; :drive, :why, :save
+    webagent replay episodes.jsonl --html transcript.html    # offline, checks every observation
+
+Errors print one line and exit non-zero; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import tyro
+
+from webagent.config import EnvArgs, PolicyArgs
+
+
+@dataclass
+class AskArgs:
+    """Answer one question: the browsing is shown as it happens, then the answer and references."""
+
+    question: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="QUESTION")]
+    """The question to answer."""
+    policy: PolicyArgs = field(default_factory=PolicyArgs)
+    env: EnvArgs = field(default_factory=EnvArgs)
+    json: bool = False
+    """Print one JSON object {question, answer, references, actions} and nothing else."""
+    record: str | None = None
+    """Append the full episode record to this JSON-lines file."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+@dataclass
+class ReplArgs:
+    """Ask question after question; `:drive` to browse yourself, `:why`, `:save FILE`."""
+
+    policy: PolicyArgs = field(default_factory=PolicyArgs)
+    env: EnvArgs = field(default_factory=EnvArgs)
+    debug: bool = False
+    """Show tracebacks."""
+
+
+@dataclass
+class ReplayArgs:
+    """Re-execute recorded episodes from the page cache (no network) and check each observation."""
+
+    file: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="FILE")]
+    """JSON-lines file of episode records."""
+    html: str | None = None
+    """Also write a self-contained HTML transcript here."""
+    page_cache: str | None = None
+    """Page cache directory the episodes were recorded with (default: the user cache)."""
+    quiet: bool = False
+    """Print only the verdict per episode, not the transcript."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+def ask(args: AskArgs) -> int:
+    from env.record import append_jsonl
+    from webagent.answers import describe_step, format_answer, to_json
+    from webagent.config import load_policy, sampling_of
+    from webagent.rollout import RunConfig, run_one
+
+    make_env = args.env.env_factory()
+    if not args.json:
+        print(f"Loading {args.policy.model} …", file=sys.stderr, flush=True)
+    policy = load_policy(args.policy)
+    show = (
+        None
+        if args.json
+        else (lambda i, rec, phase: print(describe_step(rec, len(rec.steps) - 1), flush=True))
+    )
+    record = run_one(policy, args.question, make_env, RunConfig(batch_size=1, sampling=sampling_of(args.policy)),
+                     on_step=show)  # fmt: skip
+    if args.record:
+        append_jsonl(args.record, [record])
+    if args.json:
+        print(json.dumps(to_json(record), ensure_ascii=False))
+    else:
+        print()
+        print(format_answer(record))
+    return 0
+
+
+def repl(args: ReplArgs) -> int:
+    from webagent.config import load_policy, sampling_of
+    from webagent.repl import Repl
+    from webagent.rollout import RunConfig, run_one
+
+    make_env = args.env.env_factory()
+    policies = []
+
+    def ask_one(question, on_step):
+        if not policies:
+            print(f"(loading {args.policy.model} …)", flush=True)
+            policies.append(load_policy(args.policy))
+        config = RunConfig(batch_size=1, sampling=sampling_of(args.policy))
+        return run_one(
+            policies[0], question, make_env, config, on_step=lambda i, rec, phase: on_step(rec)
+        )
+
+    Repl(make_env, ask_one).run()
+    return 0
+
+
+def replay(args: ReplayArgs) -> int:
+    from env.cache import PageCache
+    from env.record import read_records
+    from webagent.replay import check_cache, transcript, write_html
+    from webagent.replay import replay as replay_one
+
+    cache = PageCache(args.page_cache)
+    records = list(read_records(args.file, skip_partial_tail=False))
+    if not records:
+        raise ValueError(f"{args.file} holds no episode records")
+    failures = 0
+    for record in records:
+        problems = check_cache(record, cache)
+        result = None if problems else replay_one(record, cache)
+        if not args.quiet:
+            print(transcript(record))
+        if problems or (result and not result.ok):
+            failures += 1
+            for p in problems or result.mismatches:  # type: ignore[union-attr]
+                print(f"REPLAY MISMATCH {record.id}: {p}")
+        else:
+            print(f"replayed {record.id}: {len(record.steps)} steps identical")
+        if not args.quiet:
+            print()
+    if args.html:
+        print(f"wrote {write_html(records, cache, args.html)}")
+    if failures:
+        print(f"{failures} of {len(records)} episodes did not replay identically", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"ask": (AskArgs, ask), "repl": (ReplArgs, repl), "replay": (ReplayArgs, replay)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in COMMANDS.items()},
+        args=argv,
+        prog="webagent",
+        config=(tyro.conf.OmitArgPrefixes,),  # --model, not --policy.model
+    )
+    run = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the CLI's one catch-all: a clear line, traceback on --debug
+        if getattr(args, "debug", False):
+            raise
+        print(f"webagent: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Replay recorded episodes from the page cache, offline, and check they are byte-identical.
+
+Replay re-runs the recorded actions in a browser whose every page comes from the cache by the
+id the record holds (no source is ever called). Each observation must equal the recorded one;
+a missing cache entry or a tampered page is reported with the step where it shows.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from env.browser import BrowserEnv, config_from_dict, replay_map
+from env.cache import PageCache
+from env.errors import CacheError, PageError, SearchError
+from env.observation import normalize
+from env.pages import Page
+from env.record import EpisodeRecord
+from webagent.answers import describe_step, format_answer
+
+
+class ReplayError(Exception):
+    """The episode cannot be replayed (a page it needs is not in the cache)."""
+
+
+class _Offline:
+    """Stands in for the recorded source: replay must never search or fetch."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def search(self, query: str, k: int = 10):
+        raise SearchError("replay is offline: this search was not recorded")
+
+    def get(self, url: str) -> Page:
+        raise PageError("replay is offline: this page was not recorded")
+
+
+@dataclass
+class ReplayResult:
+    record: EpisodeRecord
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def replay(record: EpisodeRecord, cache: PageCache) -> ReplayResult:
+    """Re-execute one record against the cache; the result lists every difference found."""
+    missing = [pid for pid in record.page_ids if pid not in cache]
+    if missing:
+        raise ReplayError(
+            f"episode {record.id}: {len(missing)} page(s) missing from the page cache at "
+            f"{cache.root} (first: {missing[0]}); was it recorded with another --page-cache?"
+        )
+    config = config_from_dict(record.meta["env"]) if "env" in record.meta else None
+    env = BrowserEnv(_Offline(record.source), config, cache=cache, replay_pages=replay_map(record))
+    env.reset(record.question, seed=record.seed)
+    result = ReplayResult(record)
+    for i, step in enumerate(record.steps):
+        observation = env.observation()
+        if observation != step.observation:
+            result.mismatches.append(f"step {i + 1}: observation differs from the recording")
+            break
+        _, _, _, _, info = env.step(step.action)
+        error = info.get("action_error")
+        if error != step.error and step.phase == "browse":
+            detail = error if isinstance(error, str) else "no error"
+            result.mismatches.append(f"step {i + 1} ({step.action!r}): {detail}")
+            break
+    return result
+
+
+def check_cache(record: EpisodeRecord, cache: PageCache) -> list[str]:
+    """Hash-check every page the record points at; the problems found."""
+    problems = []
+    for pid in record.page_ids:
+        try:
+            cache.get(pid)
+        except CacheError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def transcript(record: EpisodeRecord) -> str:
+    """A readable account of one episode: question, each action, the answer and references."""
+    lines = [f"Question: {record.question}", f"Source: {record.source}   Model: {record.model}"]
+    lines += [describe_step(record, i) for i in range(len(record.steps))]
+    lines += ["", format_answer(record)]
+    return "\n".join(lines)
+
+
+def write_html(records: Iterable[EpisodeRecord], cache: PageCache, out: str | Path) -> Path:
+    """A self-contained HTML transcript: every step, the pages' text, quotes highlighted."""
+    out = Path(out)
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>webagent transcript</title>",
+        "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+        "pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;border-radius:4px}"
+        "mark{background:#ffe27a}.err{color:#a00}.act{font-family:monospace;font-weight:bold}"
+        "details{margin:.3em 0}</style>",
+    ]
+    for record in records:
+        extracts = [q.extract for q in record.quotes]
+        parts.append(f"<h1>{html.escape(record.question)}</h1>")
+        parts.append(f"<p>Source {html.escape(record.source)} · model {html.escape(str(record.model))}"
+                     f" · ended by {html.escape(str(record.end))}</p>")  # fmt: skip
+        parts.append("<ol>")
+        for step in record.steps:
+            err = f" <span class='err'>✗ {html.escape(step.error)}</span>" if step.error else ""
+            label = "Answer: " if step.phase == "answer" else ""
+            parts.append(
+                f"<li><span class='act'>{label}{html.escape(step.action)}</span>{err}"
+                f"<details><summary>observation</summary><pre>{html.escape(step.observation)}</pre>"
+                "</details></li>"
+            )
+        parts.append("</ol><h2>Answer</h2>")
+        parts.append(f"<pre>{html.escape(format_answer(record))}</pre><h2>Pages</h2>")
+        for pid in record.page_ids:
+            try:
+                page = cache.get(pid)
+            except CacheError as exc:
+                parts.append(f"<p class='err'>{html.escape(str(exc))}</p>")
+                continue
+            parts.append(
+                f"<details><summary>{html.escape(page.title)} — {html.escape(page.url)}</summary>"
+            )
+            parts.append(f"<pre>{_highlight(page.text, extracts)}</pre></details>")
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
+
+
+def _highlight(text: str, extracts: list[str]) -> str:
+    """HTML-escape page text and <mark> every line that holds part of a quote."""
+    quotes = [normalize(e) for e in extracts if e.strip()]
+    marked = []
+    for line in text.split("\n"):
+        esc = html.escape(line)
+        plain = normalize(line)
+        if plain and any(
+            (len(plain) >= 12 and (plain[:30] in q or plain[-30:] in q)) or q[:30] in plain
+            for q in quotes
+        ):
+            esc = f"<mark>{esc}</mark>"
+        marked.append(esc)
+    return "\n".join(marked)

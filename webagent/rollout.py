@@ -1,0 +1,155 @@
+"""The episode runner: plays many episodes at once through the browser, one batch per step.
+
+Every consumer (ask, eval, demonstrations, best-of-n, PPO) calls `run_episodes`. Episodes share
+a batch slot-wise: when one finishes, the next question takes its slot, so the batch stays
+full. Each episode gets its own seed (`seed + index`) and each of its steps a generator seeded
+from that, so an episode is the same whether it ran alone or in a batch of 8.
+The policy's fields (prompt, completion, token ids, log-probs, seconds) are written onto the
+environment's own steps, so the record is complete when the episode ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from env.browser import BrowserEnv
+from env.record import EpisodeRecord
+from webagent.policy import Generation, HFPolicy, Sampling
+from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How episodes are played."""
+
+    batch_size: int = 8
+    """Episodes decoded together (CPU throughput comes from here)."""
+    sampling: Sampling = field(default_factory=Sampling)
+    browse_max_new_tokens: int = 64
+    """A command is cut at the first newline or this many tokens."""
+    answer_max_new_tokens: int = 96
+
+
+@dataclass
+class Task:
+    """One episode to play: a question plus anything the record should carry (gold answers…)."""
+
+    question: str
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Slot:
+    index: int
+    task: Task
+    env: BrowserEnv
+    observation: str
+    seed: int
+    steps: int = 0
+
+
+StepCallback = Callable[[int, EpisodeRecord, str], None]
+"""Called after every step with (episode index, record so far, phase of that step)."""
+
+
+def run_episodes(
+    policy: HFPolicy,
+    tasks: Sequence[Task | str],
+    make_env: Callable[[], BrowserEnv],
+    config: RunConfig = RunConfig(),
+    *,
+    on_step: StepCallback | None = None,
+) -> Iterator[tuple[int, EpisodeRecord]]:
+    """Yield (task index, finished record) as episodes end (not necessarily in task order)."""
+    pending = [(i, t if isinstance(t, Task) else Task(t)) for i, t in enumerate(tasks)]
+    pending.reverse()
+    slots: list[_Slot] = []
+
+    def fill() -> None:
+        while pending and len(slots) < config.batch_size:
+            i, task = pending.pop()
+            env = make_env()
+            seed = config.sampling.seed + i
+            obs, _ = env.reset(task.question, seed=seed, options={"meta": task.meta})
+            slots.append(_Slot(i, task, env, obs, seed))
+
+    fill()
+    while slots:
+        # episodes whose browsing gathered no quotes answer nothing, without the model
+        ready: list[_Slot] = []
+        for slot in list(slots):
+            if slot.env.phase == "answer" and not slot.env.quotes:
+                finished = _advance(slot, NO_QUOTES_ANSWER, None, 0.0, on_step)
+                if finished is not None:
+                    slots.remove(slot)
+                    yield slot.index, _stamp(finished, policy, slot)
+            else:
+                ready.append(slot)
+        if ready:
+            prompts = [policy.prompt(s.env.phase, s.observation) for s in ready]
+            caps = [
+                config.browse_max_new_tokens
+                if s.env.phase == "browse"
+                else config.answer_max_new_tokens
+                for s in ready
+            ]
+            seeds = [s.seed * 1_000_003 + s.steps for s in ready]
+            t0 = time.perf_counter()
+            generations = policy.generate(
+                prompts, max_new_tokens=caps, sampling=config.sampling, seeds=seeds
+            )
+            seconds = (time.perf_counter() - t0) / len(ready)
+            for slot, prompt, gen in zip(ready, prompts, generations, strict=True):
+                finished = _advance(
+                    slot, completion_to_action(gen.text), (prompt, gen), seconds, on_step
+                )
+                if finished is not None:
+                    slots.remove(slot)
+                    yield slot.index, _stamp(finished, policy, slot)
+        fill()
+
+
+def _advance(
+    slot: _Slot,
+    action: str,
+    generated: tuple[str, Generation] | None,
+    seconds: float,
+    on_step: StepCallback | None,
+) -> EpisodeRecord | None:
+    env = slot.env
+    phase = env.phase
+    obs, _, terminated, truncated, info = env.step(action)
+    step = env.record.steps[-1]
+    if generated is not None:
+        prompt, gen = generated
+        step.prompt = prompt
+        step.completion = gen.text
+        step.prompt_tokens = gen.prompt_tokens
+        step.token_ids = gen.token_ids
+        step.logprobs = gen.logprobs
+        step.seconds = seconds
+    slot.observation = obs
+    slot.steps += 1
+    if on_step is not None:
+        on_step(slot.index, env.record, phase)
+    if terminated or truncated:
+        return info["record"]
+    return None
+
+
+def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecord:
+    record.model = policy.name
+    record.seed = slot.seed
+    if record.answer == NO_QUOTES_ANSWER:
+        record.answer = None
+        record.meta["no_answer"] = "browsing collected no quotes"
+    return record
+
+
+def run_one(policy: HFPolicy, question: str, make_env: Callable[[], BrowserEnv],
+            config: RunConfig = RunConfig(), *, on_step: StepCallback | None = None) -> EpisodeRecord:  # fmt: skip
+    """A single episode (the `ask` path)."""
+    ((_, record),) = list(run_episodes(policy, [question], make_env, config, on_step=on_step))
+    return record
