@@ -57,6 +57,8 @@ class EnvConfig:
     """WebGPT eval hygiene: blank any page sharing a 10-gram with the question."""
     blocked_domains: tuple[str, ...] = ()
     """Domains (and their subdomains) dropped from results and refused on click."""
+    render_width_chars: int = 100
+    """Wrap width the pages were rendered at (tells `admissible` where paragraphs end)."""
 
 
 def config_to_dict(config: EnvConfig) -> dict:
@@ -106,6 +108,43 @@ def _sample_command(np_random: Any) -> str:
     import random
 
     return str(cmds.sample(random.Random(int(np_random.integers(2**31)))))
+
+
+# ----------------------------------------------------------------------------- admissible
+
+
+@dataclass(frozen=True)
+class Admissible:
+    commands: tuple[str, ...]
+    """Complete commands, e.g. 'Clicked on link 3', 'Quote: <a sentence in view>'."""
+    prefixes: tuple[str, ...]
+    """Keywords whose argument is free text, e.g. 'Search'."""
+
+
+_VISIBLE_LINK = re.compile("【(\\d+)†")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def _sentences(lines: Sequence[str], max_chars: int, width: int, limit: int = 24) -> list[str]:
+    """Sentences (or sentence pieces) of the lines in view, markup stripped: quotable text.
+
+    Wrapped lines are joined back into paragraphs; a line well short of the wrap width ends
+    one (a heading or a short description line is not glued to the next sentence).
+    """
+    paragraphs: list[list[str]] = [[]]
+    for line in lines:
+        plain = strip_markup(line).strip()
+        paragraphs[-1].append(plain)
+        if len(plain) < 0.6 * width:
+            paragraphs.append([])
+    out = []
+    for para in paragraphs:
+        text = re.sub(r"\s+", " ", " ".join(para)).strip()
+        for sentence in _SENTENCE_END.split(text):
+            sentence = sentence.strip()
+            if len(sentence) >= 12 and len(out) < limit:
+                out.append(_cut(sentence, max_chars).rstrip("…"))
+    return out
 
 
 # ----------------------------------------------------------------------------- page text
@@ -262,6 +301,46 @@ class BrowserEnv(gym.Env):
             error=self.error,
             max_past_actions=self.config.limits.max_past_actions_shown,
         )
+
+    def admissible(self) -> Admissible:
+        """What is worth trying now, for decoding-time masks (like TextWorld's admissible commands).
+
+        Whole commands where the argument can be listed (links in view, scroll amounts, the
+        sentences in view to quote, Back, Top, End: Answer once something is quoted) and bare
+        keywords where it is free text (Search, Find in page:). A weak policy (a few-shot base
+        model) decodes only these; the environment itself still accepts any command.
+        """
+        if self.phase != "browse":
+            return Admissible((), ())
+        page = self.page
+        commands: list[str] = []
+        # a results page with results is for choosing one: searching again from it loops
+        on_results = page is not None and page.kind == "search" and bool(page.links)
+        prefixes = [] if on_results else ["Search"]
+        if page is not None:
+            window = page.lines[self.cursor : self.cursor + self.config.limits.window_lines]
+            for line in window:
+                commands += [f"Clicked on link {m}" for m in _VISIBLE_LINK.findall(line)]
+            if self.cursor + self.config.limits.window_lines < len(page.lines):
+                commands.append("Scrolled down 1")
+            if self.cursor > 0:
+                commands += ["Scrolled up 1", "Top"]
+            if page.kind == "page":  # quote documents, not result lists
+                quoted = {normalize(q.extract) for q in self.quotes}
+                limits = self.config.limits
+                commands += [
+                    f"Quote: {q}"
+                    for q in _sentences(
+                        window, limits.max_quote_chars, self.config.render_width_chars
+                    )
+                    if normalize(q) not in quoted
+                ]
+            prefixes.append("Find in page:")
+        if self.history:
+            commands.append("Back")
+        if self.quotes:
+            commands.append("End: Answer")
+        return Admissible(tuple(dict.fromkeys(commands)), tuple(prefixes))
 
     def _info(self, command: cmds.Command | None = None) -> dict[str, Any]:
         return {

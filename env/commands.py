@@ -117,6 +117,21 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"end\s*:\s*(?P<arg>answer|nonsense|controversial)", re.I), "end"),
 ]
 
+KEYWORDS = (
+    "Search",
+    "Clicked on link",
+    "Find in page:",
+    "Quote:",
+    "Scrolled down",
+    "Scrolled up",
+    "Top",
+    "Back",
+    "End: Answer",
+    "End: Nonsense",
+    "End: Controversial",
+)
+"""How every command starts, in canonical spelling (constrained decoding starts from these)."""
+
 _USAGE = (
     "expected one of: Search <query> | Clicked on link <id> | Find in page: <text> | "
     f"Quote: <text> (or <start>{QUOTE_SPAN_SEPARATOR}<end>) | Scrolled down <1|2|3> | "

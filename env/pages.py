@@ -404,9 +404,7 @@ def pdf_to_page(raw: bytes, url: str, *, limits: RenderLimits = RenderLimits()) 
         from pypdf import PdfReader
 
         reader = PdfReader(io.BytesIO(raw))
-        texts = [
-            (p.extract_text() or "") for p in reader.pages[: limits.max_pdf_pages]
-        ]
+        texts = [(p.extract_text() or "") for p in reader.pages[: limits.max_pdf_pages]]
         title = (reader.metadata.title if reader.metadata else None) or ""
     except Exception as exc:  # pypdf raises many error types on broken files
         raise UnsupportedContent(f"{url}: unreadable PDF ({type(exc).__name__})") from exc
@@ -423,7 +421,9 @@ def bytes_to_page(
     if ctype == "application/pdf" or raw[:5] == b"%PDF-":
         return pdf_to_page(raw, url, limits=limits)
     if ctype in {"", "text/html", "application/xhtml+xml", "application/xml", "text/xml"}:
-        return html_to_page(raw, url, content_type=content_type, main_content=main_content, limits=limits)
+        return html_to_page(
+            raw, url, content_type=content_type, main_content=main_content, limits=limits
+        )
     if ctype.startswith("text/"):
         if looks_binary(raw):
             raise UnsupportedContent(f"{url}: binary content labelled {ctype}")

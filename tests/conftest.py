@@ -42,3 +42,11 @@ def page_cache(tmp_path):
     from env.cache import PageCache
 
     return PageCache(tmp_path / "pages")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct (prepared once into the user cache: ~30 s the first time)."""
+    from webagent.models import load
+
+    return load("smollm2-135m")

@@ -119,3 +119,9 @@ def test_search_and_find_round_trip_any_text(q):
         return
     assert c.parse(f"Search {q}") == c.Search(q)
     assert c.parse(f"Find in page: {q}") == c.Find(q)
+
+
+def test_keywords_cover_every_command_and_each_parses_with_an_argument():
+    args = {"Search": " x", "Clicked on link": " 1", "Find in page:": " x", "Quote:": " x"}
+    parsed = {type(c.parse(k + args.get(k, ""))) for k in c.KEYWORDS}
+    assert parsed == set(c.COMMAND_NAMES)

@@ -11,6 +11,7 @@ from webagent.answers import cited, format_answer, strip_citations, to_json
 from webagent.policy import HFPolicy, Sampling
 from webagent.prompts import (
     ANSWER_INSTRUCTION,
+    BASE_BROWSE_INSTRUCTION,
     BROWSE_INSTRUCTION,
     PromptFormat,
     completion_to_action,
@@ -26,17 +27,18 @@ def policy():
 
 
 def test_base_prompt_has_instruction_examples_and_observation():
-    fmt = PromptFormat("base", examples=4)
+    fmt = PromptFormat("base", examples=8)
     text = fmt.browse("●Question\nQ?\n●Next action")
-    assert text.startswith(BROWSE_INSTRUCTION)
+    assert text.startswith(BASE_BROWSE_INSTRUCTION)
+    assert text.count("●Question\n") == 9, "two worked episodes of four steps, then the live one"
     assert text.endswith("●Question\nQ?\n●Next action\n")
     # each worked example is an observation followed by its command on the next line
     assert "●Next action\nSearch Baghdad river\n" in text
-    assert "●Next action\nQuote: It passes through Baghdad, the capital of Iraq.\n" in text
+    assert "●Next action\nQuote: The Tigris passes through Baghdad, the capital of Iraq.\n" in text
     assert "●Next action\nEnd: Answer\n" in text
-    assert PromptFormat("base", examples=0).browse("OBS") == BROWSE_INSTRUCTION + "\n\nOBS\n"
+    assert PromptFormat("base", examples=0).browse("OBS") == BASE_BROWSE_INSTRUCTION + "\n\nOBS\n"
     answer = fmt.answer("●Question\nQ?\n●Quotes\nNone\n●Answer")
-    assert answer.startswith(ANSWER_INSTRUCTION) and "●Answer\nTigris [1]\n" in answer
+    assert answer.startswith(ANSWER_INSTRUCTION) and "●Answer\nThe Tigris [1]\n" in answer
 
 
 def test_worked_examples_use_commands_the_parser_accepts():
@@ -146,3 +148,62 @@ def test_answer_helpers():
     assert to_json(record) == {"question": "Q?", "answer": "Tigris [1][3]", "actions": [],
                                "references": [{"n": 1, "title": "Tigris", "url": "https://en.wikipedia.org/wiki/Tigris",
                                                "extract": "It flows."}]}  # fmt: skip
+
+
+def _tiny_gemma(vocab_size: int):
+    """Gemma 3's layout (sliding-window and full layers) at toy size: a window of 8 tokens."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=4096,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_prefix_cache_and_merged_batches_are_exact(arch):
+    """Cached-prefix row prefill + merged decode == HF generate on each prompt alone."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok)) if arch == "llama" else _tiny_gemma(len(tok))
+    policy = HFPolicy(model, tok, name=arch, prompt_format=PromptFormat("base", examples=2))
+    observations = [
+        "●Question\nQ?\n●Next action",
+        "●Question\nWhich river flows through Baghdad? " * 3,
+        "x",
+    ]
+    prompts = [policy.prompt("browse", o) for o in observations] + ["no shared prefix at all"]
+    batch = policy.generate(prompts, max_new_tokens=10, stop_at_newline=False)
+    assert policy._mergeable and policy._prefixes, "the fast path was taken"
+    for prompt, got in zip(prompts, batch, strict=True):
+        enc = tok(prompt, return_tensors="pt")
+        ref = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=0)
+        assert got.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(got.token_ids)]
+
+
+def test_admissible_constraint_yields_only_admissible_commands(policy, wiki):
+    from env.commands import parse
+
+    env = BrowserEnv(wiki)
+    env.reset("Which river flows through Baghdad?")
+    env.step("Search Baghdad")
+    env.step("Clicked on link 0")
+    admissible = env.admissible()
+    assert "End: Answer" not in admissible.commands  # nothing quoted yet
+    assert any(c.startswith("Quote: Baghdad is the capital") for c in admissible.commands)
+    assert "Clicked on link 1" in admissible.commands and "Back" in admissible.commands
+    prompt = policy.prompt("browse", env.observation())
+    gens = policy.generate([prompt] * 6, max_new_tokens=300, sampling=Sampling(temperature=1.5),
+                           seeds=range(6), constrained=[admissible] * 6)  # fmt: skip
+    for gen in gens:
+        text = completion_to_action(gen.text)
+        if text in admissible.commands:
+            continue
+        assert text.startswith(admissible.prefixes), text
+        parse(text)  # free text after Search / Find in page: still makes a command
+    # on a results page searching again is not offered: the model must choose a result
+    env.step("Back")
+    assert "Search" not in env.admissible().prefixes

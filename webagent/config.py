@@ -25,8 +25,8 @@ class PolicyArgs:
     """Nucleus sampling mass (1 keeps the whole distribution)."""
     seed: int = 0
     """Base seed: episode i samples with seed + i."""
-    examples: int = 4
-    """Worked example steps shown in each prompt (few-shot); 0 for a trained policy."""
+    examples: int = 8
+    """Worked example steps shown in each prompt (few-shot; 8 = two episodes); 0 for a trained policy."""
     chat: bool = True
     """Use the model's chat template when it has one."""
 

@@ -2,23 +2,36 @@
 
 The decode loop is ours (not `generate`) because the episode record needs exactly what PPO
 needs later: the sampled token ids, their log-probabilities, the prompt length, and timings
-split into prefill and decode. Two details matter on a CPU:
-- prompts are left-padded and decoded together, so decoding (memory-bound) is shared by the
-  batch; position ids come from the attention mask so padding changes nothing;
-- the LM head runs only on the last position (`logits_to_keep=1`): Gemma's 262k vocabulary
-  would otherwise cost ~1 GB of logits per 1,000-token prompt.
-Each row samples from its own seeded generator, so an episode does not depend on which other
-episodes shared its batch.
+split into prefill and decode. What makes it fast on a CPU:
+- **Prefix cache.** Every browse prompt starts with the same instruction and worked examples
+  (~800 of ~1,000 tokens for Gemma). Their keys/values are computed once; each step only
+  prefills its own observation.
+- **Row prefill, batched decode.** Each prompt is prefilled alone on top of the prefix cache
+  (prefill is compute-bound: batching it gains little), then the rows' caches are left-padded
+  into one batch and decoded together (decoding is memory-bound: batching shares the weights'
+  traffic). Left padding with mask-derived positions is exact, so an episode decodes the same
+  alone or in a batch. Models whose cache we cannot merge fall back to a left-padded batch.
+- **LM head only where a token is drawn**: the decoder body runs alone and the head is applied
+  to each row's last hidden state; a constrained row multiplies only its allowed tokens' rows
+  of the head. Gemma's head is 262k x 640 (670 MB in fp32): reading it is most of a decode step.
+Each row samples from its own seeded generator. A `constrained` row must start with one of the
+command keywords it is given (`env.commands.KEYWORDS`, e.g. the environment's admissible ones):
+few-shot base models otherwise drift into echoing the page.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
+from env.commands import KEYWORDS
+from webagent.models import unwrap
 from webagent.prompts import PromptFormat, format_for
 
 
@@ -37,23 +50,45 @@ class Generation:
     """The decoded completion, up to and including the stop newline (if any)."""
     token_ids: list[int]
     logprobs: list[float]
-    """Log-probability of each sampled token under the sampling distribution (temperature
-    applied, top-p not; temperature 1 when greedy)."""
+    """Log-probability of each sampled token under the distribution it was drawn from:
+    temperature applied (temperature 1 when greedy), keyword mask applied, top-p not."""
     prompt_tokens: int
     prefill_seconds: float
     decode_seconds: float
 
 
+class _Trie:
+    """Token-level prefix tree of allowed completions.
+
+    `end`: a whole command ends here (stop, or go on if a longer one shares the prefix);
+    `free`: a keyword ends here and free text follows (the constraint is released).
+    """
+
+    def __init__(self) -> None:
+        self.children: dict[int, _Trie] = {}
+        self.end = False
+        self.free = False
+
+    def add(self, tokens: Sequence[int], *, free: bool) -> None:
+        node = self
+        for tok in tokens:
+            node = node.children.setdefault(tok, _Trie())
+        if free:
+            node.free = True
+        else:
+            node.end = True
+
+
 class HFPolicy:
     """A HuggingFace causal LM as a browsing policy."""
 
-    def __init__(
-        self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None
-    ):
+    def __init__(self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None,
+                 cache_prefix: bool = True):  # fmt: skip
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.format = prompt_format or format_for(tokenizer)
+        self.cache_prefix = cache_prefix
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -62,6 +97,13 @@ class HFPolicy:
             tid = tokenizer.convert_tokens_to_ids(special)
             if isinstance(tid, int) and tid != tokenizer.unk_token_id:
                 self.stop_ids.add(tid)
+        self.newline_id = tokenizer.encode("\n", add_special_tokens=False)[-1]
+        self._prefixes: dict[str, tuple[list[int], Any]] = {}
+        self._mergeable: bool | None = None
+        inner = unwrap(model)
+        self._decoder = inner.get_decoder()
+        self._head = inner.get_output_embeddings()
+        self._softcap = getattr(inner.config, "final_logit_softcapping", None)
 
     @classmethod
     def load(cls, spec: str, **kwargs) -> HFPolicy:
@@ -73,14 +115,90 @@ class HFPolicy:
     def prompt(self, phase: str, observation: str) -> str:
         return self.format.prompt(phase, observation, self.tokenizer)  # type: ignore[arg-type]
 
-    def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            list(prompts),
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=self.format.add_special_tokens,
-        )
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=self.format.add_special_tokens).input_ids
 
+    def trie(self, admissible) -> _Trie:
+        """The token trie of an `Admissible` set (whole commands and free-text keywords)."""
+        unknown = {p for p in admissible.prefixes if p not in KEYWORDS}
+        if unknown:
+            raise ValueError(f"not command keywords: {sorted(unknown)}")
+        root = _Trie()
+        for command in admissible.commands:
+            root.add(self.tokenizer.encode(command, add_special_tokens=False), free=False)
+        for prefix in admissible.prefixes:
+            root.add(self.tokenizer.encode(prefix, add_special_tokens=False), free=True)
+        return root
+
+    # -- prefill ------------------------------------------------------------------------
+    def _prefix_for(self, ids: list[int]) -> tuple[list[int], Any] | None:
+        """The cached prefix (ids, key/value cache) this prompt starts with, if any."""
+        if not self.cache_prefix or self._mergeable is False:
+            return None
+        for phase in ("browse", "answer"):
+            if phase not in self._prefixes:
+                text = self.format.static_prefix(phase, self.tokenizer)  # type: ignore[arg-type]
+                # drop the last token: it may merge with the observation's first characters
+                prefix_ids = self.encode(text)[:-1]
+                _, cache = self._forward(
+                    torch.tensor([prefix_ids]), torch.arange(len(prefix_ids))[None]
+                )
+                self._prefixes[phase] = (prefix_ids, cache)
+            prefix_ids, cache = self._prefixes[phase]
+            if len(ids) > len(prefix_ids) and ids[: len(prefix_ids)] == prefix_ids:
+                return prefix_ids, cache
+        return None
+
+    def _prefill_rows(self, rows: list[list[int]]):
+        """Prefill each row alone (on its cached prefix), then merge into one left-padded batch."""
+        caches, hidden = [], []
+        for ids in rows:
+            hit = self._prefix_for(ids)
+            start, past = (len(hit[0]), copy.deepcopy(hit[1])) if hit else (0, None)
+            h, cache = self._forward(
+                torch.tensor([ids[start:]]), torch.arange(start, len(ids))[None], past
+            )
+            caches.append(cache)
+            hidden.append(h)
+        merged = _merge_caches(caches)
+        if merged is None:
+            return None
+        lengths = [len(r) for r in rows]
+        longest = max(lengths)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, n in enumerate(lengths):
+            mask[i, longest - n :] = 1
+        return torch.cat(hidden), merged, mask, torch.tensor(lengths)
+
+    def _prefill_batch(self, rows: list[list[int]]):
+        """Fallback: one left-padded batch, positions from the mask."""
+        longest = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden, cache = self._forward(input_ids, positions, None, mask)
+        return hidden, cache, mask, positions[:, -1] + 1
+
+    def _forward(self, input_ids, position_ids, past=None, mask=None):
+        """The decoder body only: last hidden state per row, and the updated cache."""
+        out = self._decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                            past_key_values=past, use_cache=True)  # fmt: skip
+        return out.last_hidden_state[:, -1, :], out.past_key_values
+
+    def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
+        """LM head on one row, over `allowed` token ids only when given (Gemma: 262k rows)."""
+        weight, bias = self._head.weight, self._head.bias
+        if allowed is not None:
+            idx = torch.tensor(allowed)
+            weight = weight[idx]
+            bias = None if bias is None else bias[idx]
+        logits = F.linear(h, weight, bias).float()
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
+    # -- decode -------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(
         self,
@@ -90,29 +208,33 @@ class HFPolicy:
         sampling: Sampling = Sampling(),
         seeds: Sequence[int] | None = None,
         stop_at_newline: bool = True,
+        constrained: Sequence[Any] | None = None,
     ) -> list[Generation]:
-        """Continue each prompt until a newline (if asked), an end token or its token cap."""
+        """Continue each prompt until a newline (if asked), an end token or its token cap.
+
+        `constrained[i]`, when given, is an `env.browser.Admissible`: row i then writes one of
+        its whole commands, or one of its keyword prefixes followed by free text.
+        """
         n = len(prompts)
         if n == 0:
             return []
         caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
         seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(n)]
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-
-        batch = self.encode(prompts)
-        input_ids, mask = batch["input_ids"], batch["attention_mask"]
-        prompt_tokens = mask.sum(dim=1).tolist()
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        nodes: list[_Trie | None] = [
+            self.trie(c) if c else None for c in (constrained or [None] * n)
+        ]
+        rows = [self.encode(p) for p in prompts]
 
         t0 = time.perf_counter()
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
+        state = None
+        if self._mergeable is not False:
+            state = self._prefill_rows(rows)
+            self._mergeable = state is not None
+        if state is None:
+            state = self._prefill_batch(rows)
+        hidden, past, mask, next_pos = state
         prefill = time.perf_counter() - t0
-        past = out.past_key_values
-        logits = out.logits[:, -1, :].float()
-        next_pos = positions[:, -1] + 1
 
         tokens: list[list[int]] = [[] for _ in range(n)]
         logps: list[list[float]] = [[] for _ in range(n)]
@@ -121,17 +243,34 @@ class HFPolicy:
         t1 = time.perf_counter()
         for _ in range(max(caps)):
             chosen = torch.full((n,), pad, dtype=torch.long)
-            scaled = logits / sampling.temperature if sampling.temperature > 0 else logits
-            logp_all = torch.log_softmax(scaled, dim=-1)
             for i in range(n):
                 if done[i]:
                     continue
-                tok = _pick(logp_all[i], sampling, generators[i])
+                node = nodes[i]
+                # a constrained row needs the LM head only at its allowed tokens
+                allowed = (
+                    None
+                    if node is None
+                    else list(node.children) + ([self.newline_id] if node.end else [])
+                )
+                row = self._logits(hidden[i], allowed)
+                if sampling.temperature > 0:
+                    row = row / sampling.temperature
+                logp = F.log_softmax(row, dim=-1)
+                pick = _pick(logp, sampling, generators[i])
+                tok = pick if allowed is None else allowed[pick]
+                logp_tok = float(logp[pick])
+                finished_command = False
+                if node is not None:
+                    child = node.children.get(tok)  # None: the newline after a whole command
+                    finished_command = child is None or (child.end and not child.children)
+                    nodes[i] = None if child is None or child.free else child
                 chosen[i] = tok
                 tokens[i].append(tok)
-                logps[i].append(float(logp_all[i, tok]))
+                logps[i].append(logp_tok)
                 if (
-                    tok in self.stop_ids
+                    finished_command
+                    or tok in self.stop_ids
                     or len(tokens[i]) >= caps[i]
                     or (stop_at_newline and "\n" in self.tokenizer.decode(tokens[i][-1:]))
                 ):
@@ -139,12 +278,7 @@ class HFPolicy:
             if all(done):
                 break
             mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype)], dim=1)
-            out = self.model(
-                input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                past_key_values=past, use_cache=True, logits_to_keep=1,
-            )  # fmt: skip
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
+            hidden, past = self._forward(chosen[:, None], next_pos[:, None], past, mask)
             next_pos = next_pos + 1
         decode = time.perf_counter() - t1
 
@@ -156,12 +290,45 @@ class HFPolicy:
                     text=self.tokenizer.decode(ids, skip_special_tokens=True),
                     token_ids=tokens[i],
                     logprobs=logps[i],
-                    prompt_tokens=int(prompt_tokens[i]),
+                    prompt_tokens=len(rows[i]),
                     prefill_seconds=prefill,
                     decode_seconds=decode,
                 )
             )
         return results
+
+
+def _merge_caches(caches: list[Any]) -> Any | None:
+    """Left-pad per-row key/value caches into one batch cache; None if the type is unknown.
+
+    Works on transformers' layered caches (full and sliding-window layers): each layer is padded
+    to the longest row on the left, and sliding layers keep their cumulative length so the
+    attention mask lines up with the padded sequence.
+    """
+    first = caches[0]
+    layers = getattr(first, "layers", None)
+    if layers is None or not all(hasattr(layer, "keys") for layer in layers):
+        return None
+    if len(caches) == 1:
+        return first
+    merged = copy.copy(first)
+    merged.layers = []
+    for li, layer in enumerate(layers):
+        parts = [c.layers[li] for c in caches]
+        if any(getattr(p, "keys", None) is None or p.keys.numel() == 0 for p in parts):
+            return None
+        longest = max(p.keys.shape[-2] for p in parts)
+        new = copy.copy(layer)
+        new.keys = torch.cat([_left_pad(p.keys, longest) for p in parts])
+        new.values = torch.cat([_left_pad(p.values, longest) for p in parts])
+        if hasattr(layer, "cumulative_length"):
+            new.cumulative_length = max(p.cumulative_length for p in parts)
+        merged.layers.append(new)
+    return merged
+
+
+def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    return F.pad(t, (0, 0, length - t.shape[-2], 0)) if t.shape[-2] < length else t
 
 
 def _pick(logp: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:

@@ -26,76 +26,132 @@ BROWSE_INSTRUCTION = (
     "Search for the question's key words, open the best result, quote the sentence that "
     "answers the question, then End: Answer."
 )
+BASE_BROWSE_INSTRUCTION = (
+    "Worked examples of a browser used to answer questions, one command per step."
+)
+"""A base model learns the commands from the examples; a command list only invites copying."""
 ANSWER_INSTRUCTION = (
     "Answer the question from the quotes. Write the short answer first, copied from a quote, "
     "then cite the quotes that support it as [n]. One line."
 )
+_SENTINEL = "@@OBSERVATION@@"
 NO_QUOTES_ANSWER = ""
 """What the runner submits when browsing collected no quotes: no answer is attempted."""
 
-_Q = "Which river flows through Baghdad?"
-_BAGHDAD = [
-    "Capital of Iraq",
-    "Baghdad is the capital and largest city in 【0†Iraq】. It is located on the banks of the 【1†Tigris】 in",
-    "central Iraq. The city has an estimated population of 8 million.",
+
+@dataclass(frozen=True)
+class _Worked:
+    """One worked episode: search, open the best result, quote the answer, end, answer."""
+
+    question: str
+    query: str
+    results: list[str]
+    title: str
+    url: str
+    page: list[str]
+    quote: str
+    answer: str
+
+    def steps(self) -> list[tuple[str, str]]:
+        """(observation, command) pairs, rendered by the live observation formatter."""
+
+        def obs(past: list[str], title: str | None, lines: list[str], quotes=()) -> str:
+            return render_browse(question=self.question, quotes=list(quotes), past_actions=past,
+                                 title=title, lines=lines, cursor=0, window_lines=10,
+                                 actions_left=100 - len(past))  # fmt: skip
+
+        s1, s2, s3 = f"Search {self.query}", "Clicked on link 0", f"Quote: {self.quote}"
+        page_title = f"{self.title} (en.wikipedia.org)"
+        return [
+            (obs([], None, []), s1),
+            (obs([s1], f"Search results for: {self.query}", self.results), s2),
+            (obs([s1, s2], page_title, self.page), s3),
+            (obs([s1, s2, s3], page_title, self.page, [self.saved]), "End: Answer"),
+        ]
+
+    @property
+    def saved(self) -> SavedQuote:
+        return SavedQuote(1, self.title, self.url, self.quote)
+
+    def answer_step(self) -> tuple[str, str]:
+        return render_answer(question=self.question, quotes=[self.saved]), self.answer
+
+
+# Real summaries from the local Wikipedia, shortened; links as the browser renders them.
+_WORKED = [
+    _Worked(
+        question="Which river flows through Baghdad?",
+        query="Baghdad river",
+        results=[
+            "【0†Tigris†en.wikipedia.org】",
+            "en.wikipedia.org/wiki/Tigris",
+            "The river flows south from the mountains of southeastern Turkey through Iraq.",
+            "【1†Baghdad†en.wikipedia.org】",
+            "en.wikipedia.org/wiki/Baghdad",
+            "Capital of Iraq Baghdad is the capital and largest city in Iraq.",
+        ],
+        title="Tigris",
+        url="https://en.wikipedia.org/wiki/Tigris",
+        page=[
+            "River in Western Asia",
+            "The Tigris is the eastern of the two great rivers that define Mesopotamia, the other being the",
+            "【0†Euphrates】. The river flows south from the mountains of southeastern 【1†Turkey】 through 【2†Iraq】",
+            "and empties into the 【3†Persian Gulf】. The Tigris passes through 【4†Baghdad】, the capital of Iraq.",
+        ],
+        quote="The Tigris passes through Baghdad, the capital of Iraq.",
+        answer="The Tigris [1]",
+    ),
+    _Worked(
+        question="Who wrote the novel Nineteen Eighty-Four?",
+        query="Nineteen Eighty-Four novel",
+        results=[
+            "【0†Nineteen Eighty-Four†en.wikipedia.org】",
+            "en.wikipedia.org/wiki/Nineteen_Eighty-Four",
+            "Nineteen Eighty-Four is a dystopian novel by the English writer George Orwell.",
+            "【1†Brave New World†en.wikipedia.org】",
+            "en.wikipedia.org/wiki/Brave_New_World",
+            "Brave New World is a dystopian novel by English author Aldous Huxley.",
+        ],
+        title="Nineteen Eighty-Four",
+        url="https://en.wikipedia.org/wiki/Nineteen_Eighty-Four",
+        page=[
+            "1949 novel by George Orwell",
+            "Nineteen Eighty-Four is a dystopian novel and cautionary tale by the English writer 【0†George Orwell】.",
+            "It was published on 8 June 1949 by Secker & Warburg as Orwell's ninth and final book completed in",
+            "his lifetime. Thematically, it centres on the consequences of 【1†totalitarianism】 and mass surveillance.",
+        ],
+        quote="Nineteen Eighty-Four is a dystopian novel and cautionary tale by the English writer George Orwell.",
+        answer="George Orwell [1]",
+    ),
 ]
-_TIGRIS = [
-    "River in Western Asia",
-    "The Tigris is the eastern of the two great rivers that define Mesopotamia, the other being the",
-    "【0†Euphrates】. The river flows south from the mountains of southeastern 【1†Turkey】 through 【2†Iraq】",
-    "and empties into the 【3†Persian Gulf】. It passes through 【4†Baghdad】, the capital of Iraq.",
-]
-_RESULTS = [
-    "【0†Baghdad†en.wikipedia.org】",
-    "en.wikipedia.org/wiki/Baghdad",
-    "Capital of Iraq Baghdad is the capital and largest city in Iraq. It is located on the banks of the",
-    "Tigris in central Iraq.",
-    "【1†Tigris†en.wikipedia.org】",
-    "en.wikipedia.org/wiki/Tigris",
-    "The river flows south from the mountains of southeastern Turkey through Iraq.",
-]
-_QUOTE = SavedQuote(
-    1,
-    "Tigris",
-    "https://en.wikipedia.org/wiki/Tigris",
-    "It passes through Baghdad, the capital of Iraq.",
-)
 
 
 def _example_steps() -> list[tuple[str, str]]:
-    """(observation, command) pairs of one worked episode, rendered by the live formatter."""
-
-    def obs(past: list[str], title: str | None, lines: list[str], quotes=(), left=100) -> str:
-        return render_browse(question=_Q, quotes=list(quotes), past_actions=past, title=title,
-                             lines=lines, cursor=0, window_lines=10, actions_left=left)  # fmt: skip
-
-    s1 = "Search Baghdad river"
-    s2 = "Clicked on link 1"
-    s3 = "Quote: It passes through Baghdad, the capital of Iraq."
-    return [
-        (obs([], None, []), s1),
-        (obs([s1], "Search results for: Baghdad river", _RESULTS, left=99), s2),
-        (obs([s1, s2], "Tigris (en.wikipedia.org)", _TIGRIS, left=98), s3),
-        (obs([s1, s2, s3], "Tigris (en.wikipedia.org)", _TIGRIS, [_QUOTE], left=97), "End: Answer"),
-    ]
+    """(observation, command) pairs of the worked episodes, one episode after the other."""
+    return [step for worked in _WORKED for step in worked.steps()]
 
 
-_ANSWER_EXAMPLES = [
-    (render_answer(question=_Q, quotes=[_QUOTE]), "Tigris [1]"),
+_ANSWER_EXAMPLES = [worked.answer_step() for worked in _WORKED] + [
     (
         render_answer(
-            question="Who wrote the novel Nineteen Eighty-Four?",
+            question="In which year did the Berlin Wall fall?",
             quotes=[
                 SavedQuote(
                     1,
-                    "Nineteen Eighty-Four",
-                    "https://en.wikipedia.org/wiki/Nineteen_Eighty-Four",
-                    "Nineteen Eighty-Four is a dystopian novel by the English writer George Orwell.",
+                    "Berlin Wall",
+                    "https://en.wikipedia.org/wiki/Berlin_Wall",
+                    "The Berlin Wall fell on 9 November 1989, opening the border.",
                 ),
-            ],  # fmt: skip
-        ),
-        "George Orwell [1]",
-    ),
+                SavedQuote(
+                    2,
+                    "Fall of the Berlin Wall",
+                    "https://en.wikipedia.org/wiki/Fall_of_the_Berlin_Wall",
+                    "The fall of the Berlin Wall on 9 November 1989 was a pivotal event.",
+                ),
+            ],
+        ),  # fmt: skip
+        "1989 [1][2]",
+    )
 ]
 
 
@@ -104,8 +160,8 @@ class PromptFormat:
     """How one model is prompted. `chat_template` is the tokenizer's, when it has one."""
 
     style: Literal["base", "chat"] = "base"
-    examples: int = 4
-    """Worked example steps shown before the live observation (0 to disable)."""
+    examples: int = 8
+    """Worked example steps shown before the live observation (0 to disable; 8 = two episodes)."""
     chat_template: str | None = None
 
     @property
@@ -119,12 +175,21 @@ class PromptFormat:
 
     def browse(self, observation: str, tokenizer=None) -> str:
         """The prompt for one browse step; the completion is one command line."""
-        return self._render(BROWSE_INSTRUCTION, self._browse_examples, observation, tokenizer)
+        instruction = BROWSE_INSTRUCTION if self.style == "chat" else BASE_BROWSE_INSTRUCTION
+        return self._render(instruction, self._browse_examples, observation, tokenizer)
 
     def answer(self, observation: str, tokenizer=None) -> str:
         """The prompt for the answer phase; the completion is the answer citing [n]."""
         shots = _ANSWER_EXAMPLES if self.examples else []
         return self._render(ANSWER_INSTRUCTION, shots, observation, tokenizer)
+
+    def static_prefix(self, phase: Phase, tokenizer=None) -> str:
+        """The part of every prompt of this phase that comes before the observation.
+
+        The policy computes its key/value cache once and reuses it for every step.
+        """
+        text = self.prompt(phase, _SENTINEL, tokenizer)
+        return text[: text.index(_SENTINEL)]
 
     def prompt(self, phase: Phase, observation: str, tokenizer=None) -> str:
         return (
@@ -154,7 +219,7 @@ class PromptFormat:
         return "\n".join(parts) + "\n"
 
 
-def format_for(tokenizer, *, prefer_chat: bool = True, examples: int = 4) -> PromptFormat:
+def format_for(tokenizer, *, prefer_chat: bool = True, examples: int = 8) -> PromptFormat:
     """The format a model should get: chat when its tokenizer has a template (and we want it)."""
     template = getattr(tokenizer, "chat_template", None)
     if prefer_chat and template:

@@ -30,6 +30,9 @@ class RunConfig:
     browse_max_new_tokens: int = 64
     """A command is cut at the first newline or this many tokens."""
     answer_max_new_tokens: int = 96
+    constrain_commands: bool = True
+    """Browse completions must start with a keyword the environment deems admissible (keeps
+    few-shot base models on track; a trained policy can turn it off)."""
 
 
 @dataclass
@@ -97,8 +100,18 @@ def run_episodes(
             ]
             seeds = [s.seed * 1_000_003 + s.steps for s in ready]
             t0 = time.perf_counter()
+            constrained = [
+                s.env.admissible()
+                if config.constrain_commands and s.env.phase == "browse"
+                else None
+                for s in ready
+            ]
             generations = policy.generate(
-                prompts, max_new_tokens=caps, sampling=config.sampling, seeds=seeds
+                prompts,
+                max_new_tokens=caps,
+                sampling=config.sampling,
+                seeds=seeds,
+                constrained=constrained,
             )
             seconds = (time.perf_counter() - t0) / len(ready)
             for slot, prompt, gen in zip(ready, prompts, generations, strict=True):

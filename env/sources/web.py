@@ -290,6 +290,7 @@ def fetch(
     PageTooLarge (body or Content-Length over `limits.max_bytes`) and UnsupportedContent (when
     `content_type_ok` rejects the media type; checked before the body is read).
     """
+    url = url.strip().split("#", 1)[0]  # the fragment is the browser's business, not the server's
     start = time.monotonic()
     deadline = start + limits.total_timeout_seconds
     timeout = httpx.Timeout(
@@ -390,15 +391,16 @@ class LiveWeb:
         if self.searcher is None:
             raise SearchError(
                 "live search needs a SearxNG endpoint: run a SearxNG instance with the JSON "
-                "format enabled (settings.yml: search.formats: [html, json]) and pass "
-                "LiveWeb(search=SearxSearch('http://host:8888')); for an instance on this machine "
-                "also pass allow_hosts=['127.0.0.1']"
+                "format enabled (settings.yml: search.formats: [html, json]), then set "
+                "WEBAGENT_SEARX_URL=http://host:8888 or pass "
+                "LiveWeb(search=SearxSearch('http://host:8888')); an instance on this machine "
+                "also needs allow_hosts=['127.0.0.1'] (or allow_private=True)"
             )
         return self.searcher.search(query, k)
 
     def get(self, url: str) -> Page:
         fetched = fetch(
-            url.strip(), limits=self.limits, allow_private=self.allow_private,
+            url, limits=self.limits, allow_private=self.allow_private,
             allow_hosts=self.allow_hosts, user_agent=self.user_agent,
             content_type_ok=lambda ctype: ctype in PAGE_TYPES,
         )  # fmt: skip
