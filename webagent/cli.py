@@ -18,6 +18,7 @@ from typing import Annotated
 import tyro
 
 from webagent.config import EnvArgs, PolicyArgs
+from webagent.eval import EvalArgs
 
 
 @dataclass
@@ -142,7 +143,35 @@ def replay(args: ReplayArgs) -> int:
     return 0
 
 
-COMMANDS = {"ask": (AskArgs, ask), "repl": (ReplArgs, repl), "replay": (ReplayArgs, replay)}
+@dataclass
+class EvalCliArgs(EvalArgs):
+    """Evaluate on a question set: the browsing agent, --closed-book, --rag K; or --compare runs."""
+
+    dataset: Annotated[str | None, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")] = None
+    """Questions: our JSONL, the official TriviaQA JSON, or NQ-open JSONL (format detected)."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+def evaluate(args: EvalCliArgs) -> int:
+    from webagent.eval import compare, run
+
+    if args.compare:
+        target = compare(args.compare, args.out)
+        print((target / "compare.md").read_text())
+        return 0
+    out = run(args)
+    print((out / "report.md").read_text().split("![")[0].rstrip())
+    print(f"\nwrote {out}/results.jsonl, summary.json, report.md, plot.png")
+    return 0
+
+
+COMMANDS = {
+    "ask": (AskArgs, ask),
+    "repl": (ReplArgs, repl),
+    "replay": (ReplayArgs, replay),
+    "eval": (EvalCliArgs, evaluate),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,7 +135,7 @@ class HFPolicy:
         """The cached prefix (ids, key/value cache) this prompt starts with, if any."""
         if not self.cache_prefix or self._mergeable is False:
             return None
-        for phase in ("browse", "answer"):
+        for phase in ("browse", "answer", "closed_book", "rag"):
             if phase not in self._prefixes:
                 text = self.format.static_prefix(phase, self.tokenizer)  # type: ignore[arg-type]
                 # drop the last token: it may merge with the observation's first characters

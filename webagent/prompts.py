@@ -11,6 +11,7 @@ The example steps are built once from the same Baghdad/Tigris pages the local Wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -18,7 +19,7 @@ from typing import Literal
 from env.commands import describe
 from env.observation import SavedQuote, render_answer, render_browse
 
-Phase = Literal["browse", "answer"]
+Phase = Literal["browse", "answer", "closed_book", "rag"]
 
 BROWSE_INSTRUCTION = (
     "You browse the web to answer a question. At each step you see the browser and write "
@@ -155,6 +156,28 @@ _ANSWER_EXAMPLES = [worked.answer_step() for worked in _WORKED] + [
 ]
 
 
+QA_INSTRUCTION = "Answer each question with a short answer."
+RAG_INSTRUCTION = "Answer each question with a short answer. Use the passages given with it."
+
+
+def qa_observation(question: str, passages: Sequence[tuple[str, str]] = ()) -> str:
+    """The question (after numbered passages, for retrieve-then-read), cueing the answer."""
+    lines = [
+        f"Passage [{i}] {title}: {' '.join(text.split())}"
+        for i, (title, text) in enumerate(passages, 1)
+    ]
+    return "\n".join([*lines, f"Question: {question}", "Answer:"])
+
+
+# the same four questions as the measured reference baselines: 4 worked examples, no passages
+_QA_EXAMPLES = [
+    (qa_observation("Which river flows through Baghdad?"), "Tigris"),
+    (qa_observation("Who wrote the novel Nineteen Eighty-Four?"), "George Orwell"),
+    (qa_observation("In which year did the Berlin Wall fall?"), "1989"),
+    (qa_observation("What is the capital city of Australia?"), "Canberra"),
+]
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """How one model is prompted. `chat_template` is the tokenizer's, when it has one."""
@@ -191,14 +214,27 @@ class PromptFormat:
         text = self.prompt(phase, _SENTINEL, tokenizer)
         return text[: text.index(_SENTINEL)]
 
-    def prompt(self, phase: Phase, observation: str, tokenizer=None) -> str:
-        return (
-            self.browse(observation, tokenizer)
-            if phase == "browse"
-            else self.answer(observation, tokenizer)
-        )
+    def closed_book(self, question: str, tokenizer=None) -> str:
+        """Baseline: the question alone; the completion is a short answer."""
+        return self.prompt("closed_book", qa_observation(question), tokenizer)
 
-    def _render(self, instruction: str, shots, observation: str, tokenizer) -> str:
+    def rag(self, question: str, passages: Sequence[tuple[str, str]], tokenizer=None) -> str:
+        """Baseline (retrieve-then-read): (title, text) passages pasted before the question."""
+        return self.prompt("rag", qa_observation(question, passages), tokenizer)
+
+    def prompt(self, phase: Phase, observation: str, tokenizer=None) -> str:
+        if phase == "browse":
+            return self.browse(observation, tokenizer)
+        if phase == "answer":
+            return self.answer(observation, tokenizer)
+        instruction = QA_INSTRUCTION if phase == "closed_book" else RAG_INSTRUCTION
+        shots = _QA_EXAMPLES[: max(0, min(self.examples, len(_QA_EXAMPLES)))]
+        return self._render(instruction, shots, observation, tokenizer, inline=True)
+
+    def _render(
+        self, instruction: str, shots, observation: str, tokenizer, inline: bool = False
+    ) -> str:
+        """Instruction, worked shots, then the observation. `inline`: "Answer: X" on one line."""
         if self.style == "chat":
             if tokenizer is None:
                 raise ValueError("a chat prompt needs the tokenizer that owns the template")
@@ -212,6 +248,9 @@ class PromptFormat:
             return tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
+        if inline:
+            blocks = [f"{o} {a}" for o, a in shots]
+            return "\n\n".join([instruction, *blocks, observation])
         parts = [instruction, ""]
         for shot_obs, shot_action in shots:
             parts += [shot_obs, shot_action, ""]

@@ -1,0 +1,120 @@
+"""`webagent eval` end to end on a tiny model: outputs, resume after a kill, compare."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny import save_tiny
+
+from env.record import read_jsonl
+from webagent.config import EnvArgs, PolicyArgs
+from webagent.eval import EvalArgs, compare, run
+
+WEBAGENT = str(Path(sys.executable).with_name("webagent"))
+QUESTIONS = [
+    ("d1", "Which river flows through Baghdad?", ["Tigris", "The Tigris"]),
+    ("d2", "Who painted the Mona Lisa?", ["Leonardo da Vinci", "Leonardo"]),
+    ("d3", "What is the capital of Peru?", ["Lima"]),
+    ("d4", "Who wrote Hamlet?", ["William Shakespeare", "Shakespeare"]),
+    ("d5", "Which planet is known as the Red Planet?", ["Mars"]),
+    ("d6", "What is the largest ocean?", ["Pacific Ocean", "Pacific"]),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("tiny-eval"))
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps({"question_id": i, "question": q, "answer": {"value": a[0], "aliases": a}}) + "\n"
+                            for i, q, a in QUESTIONS))  # fmt: skip
+    return path
+
+
+def _args(dataset, out, tiny_dir, index_dir, **kw) -> EvalArgs:
+    return EvalArgs(dataset=str(dataset), out=str(out), policy=PolicyArgs(model=str(tiny_dir), examples=2),
+                    env=EnvArgs(max_actions=2, page_cache=str(out.parent / "pages")), batch=3, **kw)  # fmt: skip
+
+
+def test_browse_run_writes_every_output(dataset, tmp_path, tiny_dir, index_dir, monkeypatch):
+    monkeypatch.setenv("WEBAGENT_CACHE", str(index_dir.parent))
+    out = run(_args(dataset, tmp_path / "browse", tiny_dir, index_dir, limit=4))
+    rows = list(read_jsonl(out / "results.jsonl"))
+    assert [r["question_id"] for r in sorted(rows, key=lambda r: r["question_id"])] == [
+        "d1",
+        "d2",
+        "d3",
+        "d4",
+    ]
+    for r in rows:
+        assert r["actions"] == 2 and r["episode"]["question"] == r["question"]
+        assert r["in_corpus"] in (0.0, 1.0) and r["seen_answer"] in (0.0, 1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
+                "no_answer_rate", "seconds_per_question", "model", "data", "settings"]:  # fmt: skip
+        assert key in summary
+    assert summary["n"] == 4 and summary["mean_actions"] == 2.0
+    assert summary["in_corpus"] > 0  # Tigris, Lima, ... are in the local Wikipedia
+    assert (out / "report.md").read_text().startswith("# Evaluation: browse")
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the same directory with other settings is refused, not mixed
+    with pytest.raises(ValueError, match="other settings"):
+        run(_args(dataset, tmp_path / "browse", tiny_dir, index_dir, limit=4, closed_book=True))
+
+
+def test_closed_book_and_rag_and_compare(dataset, tmp_path, tiny_dir, index_dir, monkeypatch):
+    monkeypatch.setenv("WEBAGENT_CACHE", str(index_dir.parent))
+    closed = run(_args(dataset, tmp_path / "closed", tiny_dir, index_dir, closed_book=True))
+    rag = run(_args(dataset, tmp_path / "rag", tiny_dir, index_dir, rag=2))
+    rows = list(read_jsonl(rag / "results.jsonl"))
+    assert len(rows) == 6 and all(len(r["passages"]) == 2 for r in rows)
+    assert "Passage [1]" in rows[0]["prompt"] and rows[0]["mode"] == "rag-2"
+    assert any(r["seen_answer"] for r in rows), (
+        "BM25 finds the Tigris page for the Baghdad question"
+    )
+    target = compare([str(closed), str(rag)], str(tmp_path / "cmp"))
+    table = (target / "compare.md").read_text()
+    assert "| closed |" in table and "| rag |" in table
+    assert (target / "compare.png").exists()
+    with pytest.raises(ValueError, match="no summary.json"):
+        compare([str(tmp_path / "nothing")], str(tmp_path / "cmp2"))
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(dataset, tmp_path, tiny_dir, index_dir):
+    out = tmp_path / "killed"
+    env = {**os.environ, "WEBAGENT_CACHE": str(index_dir.parent)}
+    cmd = [WEBAGENT, "eval", str(dataset), "--out", str(out), "--model", str(tiny_dir), "--examples", "2",
+           "--max-actions", "3", "--batch", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (
+        not results.exists() or len(results.read_text().splitlines()) < 2
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(list(read_jsonl(results)))
+    assert 2 <= before < len(QUESTIONS), "killed part-way"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ids = [r["question_id"] for r in read_jsonl(results)]
+    assert sorted(ids) == [i for i, _, _ in QUESTIONS]  # each exactly once
+    assert json.loads((out / "summary.json").read_text())["n"] == len(QUESTIONS)
+
+
+def test_bad_dataset_is_a_clear_cli_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": ["a"]}\nnot json\n')
+    out = subprocess.run([WEBAGENT, "eval", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 1 and "bad.jsonl:2" in out.stderr and "Traceback" not in out.stderr

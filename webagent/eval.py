@@ -1,0 +1,337 @@
+"""TriviaQA-style evaluation of the browsing agent and its baselines, resumable.
+
+    webagent eval ../shared/data/triviaqa/dev.jsonl --out runs/dev-browse
+    webagent eval ../shared/data/triviaqa/dev.jsonl --closed-book --out runs/dev-closed
+    webagent eval ../shared/data/triviaqa/dev.jsonl --rag 3 --out runs/dev-rag3
+    webagent eval --compare runs/dev-closed runs/dev-rag3 runs/dev-browse --out runs/compare
+
+A run directory holds `config.json`, `results.jsonl` (one line per question, with the full
+episode), `summary.json`, `report.md` and `plot.png`. An interrupted run continues where it
+stopped: finished questions are read back and skipped, so nothing is duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from env.cache import PageCache
+from env.errors import CacheError
+from env.observation import strip_markup
+from env.record import EpisodeRecord, append_jsonl, read_jsonl
+from env.sources import PageSource
+from webagent.config import EnvArgs, PolicyArgs, load_policy, sampling_of
+from webagent.datasets import Question, load_questions
+from webagent.metrics import (
+    any_alias_in,
+    citation_valid,
+    contains,
+    exact_match,
+    f1,
+    normalize,
+    supported,
+)
+from webagent.prompts import completion_to_action
+from webagent.rollout import RunConfig, Task, run_episodes
+
+SUMMARY_KEYS = ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
+                "no_answer_rate", "seconds_per_question"]  # fmt: skip
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate on a question set: browsing agent (default), --closed-book, --rag K, --best-of N."""
+
+    dataset: str | None = None
+    """Questions: our JSONL, the official TriviaQA JSON, or NQ-open JSONL (format detected)."""
+    out: str = "runs/eval"
+    """Run directory (created; an existing one with the same settings is resumed)."""
+    policy: PolicyArgs = field(default_factory=PolicyArgs)
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=20))
+    closed_book: bool = False
+    """Baseline: the model answers from the question alone."""
+    rag: int = 0
+    """Baseline: paste the top-K search results' pages into the prompt, then answer (K > 0)."""
+    best_of: int = 1
+    """Sample N episodes per question and keep the one the reward model (--rm) scores best."""
+    rm: str | None = None
+    """Reward model checkpoint for --best-of."""
+    limit: int | None = None
+    """Evaluate only the first N questions."""
+    batch: int = 8
+    """Episodes (or prompts) decoded together."""
+    compare: list[str] = field(default_factory=list)
+    """Instead of running: compare these run directories in one report (written to --out)."""
+
+    @property
+    def mode(self) -> str:
+        if self.closed_book:
+            return "closed-book"
+        if self.rag:
+            return f"rag-{self.rag}"
+        return "browse" if self.best_of == 1 else f"browse-best-of-{self.best_of}"
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score(question: Question, answer: str | None, quotes: Sequence[str] = ()) -> dict:
+    """Every per-question metric of one answer."""
+    return {
+        "em": exact_match(answer, question.aliases),
+        "f1": f1(answer, question.aliases),
+        "contains": contains(answer, question.aliases),
+        "supported": supported(answer, question.aliases, quotes),
+        "citation_valid": citation_valid(answer, len(quotes)),
+        "no_answer": float(answer is None or not answer.strip()),
+    }
+
+
+def episode_row(question: Question, record: EpisodeRecord, cache: PageCache | None) -> dict:
+    browse = [s for s in record.steps if s.phase == "browse"]
+    seen = []
+    if cache is not None:
+        for pid in record.page_ids:
+            try:
+                seen.append(cache.get(pid).text)
+            except CacheError:
+                pass
+    return {
+        **score(question, record.answer, [q.extract for q in record.quotes]),
+        "answer": record.answer,
+        "actions": len(browse),
+        "invalid_actions": sum(1 for s in browse if s.command is None),
+        "seen_answer": float(any_alias_in(seen, question.aliases)),
+        "seconds": sum(s.seconds or 0.0 for s in record.steps),
+        "episode": record.to_dict(),
+    }
+
+
+class CorpusIndex:
+    """Normalised text of a whole local corpus: is an answer anywhere in it? (coverage bound)"""
+
+    def __init__(self, source: PageSource):
+        docs = getattr(source, "docs", None)
+        if docs is None and hasattr(source, "_ensure_index"):
+            source._ensure_index()  # a ZIM archive lists its articles on first search
+            docs = source.docs
+        self.text = (
+            " " + " \n ".join(normalize(f"{d.title}. {d.text}") for d in docs) + " "
+            if docs
+            else None
+        )
+
+    def contains(self, aliases: Sequence[str]) -> float | None:
+        if self.text is None:
+            return None
+        return float(any(f" {a} " in self.text for a in map(normalize, aliases) if a))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _rows_browse(args: EvalArgs, questions: list[Question]) -> Iterator[tuple[Question, dict]]:
+    policy = load_policy(args.policy)
+    make_env = args.env.env_factory()
+    cache = PageCache(args.env.page_cache)
+    tasks = [Task(q.question, {"question_id": q.id}) for q in questions]
+    config = RunConfig(batch_size=args.batch, sampling=sampling_of(args.policy))
+    for i, record in run_episodes(policy, tasks, make_env, config):
+        yield questions[i], episode_row(questions[i], record, cache)
+
+
+def _rows_prompted(args: EvalArgs, questions: list[Question]) -> Iterator[tuple[Question, dict]]:
+    """Closed-book and retrieve-then-read: one short completion per question, in batches."""
+    policy = load_policy(args.policy)
+    source = args.env.open()[0] if args.rag else None
+    for start in range(0, len(questions), args.batch):
+        chunk = questions[start : start + args.batch]
+        prompts, passages = [], []
+        for q in chunk:
+            if source is None:
+                prompts.append(policy.format.closed_book(q.question, policy.tokenizer))
+                passages.append([])
+                continue
+            pages = []
+            for hit in source.search(q.question, args.rag):
+                page = source.get(hit.url)
+                pages.append((page.title, strip_markup(" ".join(page.lines))[:1500]))
+            prompts.append(policy.format.rag(q.question, pages, policy.tokenizer))
+            passages.append(pages)
+        t0 = time.perf_counter()
+        gens = policy.generate(prompts, max_new_tokens=24, sampling=sampling_of(args.policy),
+                               seeds=[args.policy.seed + start + i for i in range(len(chunk))])  # fmt: skip
+        seconds = (time.perf_counter() - t0) / len(chunk)
+        for q, prompt, gen, pages in zip(chunk, prompts, gens, passages, strict=True):
+            answer = completion_to_action(gen.text)
+            texts = [t for _, t in pages]
+            row = {**score(q, answer), "answer": answer, "actions": 0, "invalid_actions": 0,
+                   "seen_answer": float(any_alias_in(texts, q.aliases)) if pages else None,
+                   "seconds": seconds, "prompt": prompt, "completion": gen.text,
+                   "passages": [title for title, _ in pages]}  # fmt: skip
+            yield q, row
+
+
+def run(args: EvalArgs) -> Path:
+    """Evaluate (resuming if the run directory has results) and write the reports."""
+    if args.dataset is None:
+        raise ValueError("give a dataset to evaluate, or --compare DIR DIR ...")
+    if args.best_of > 1:
+        raise ValueError(
+            "--best-of needs a reward model (--rm DIR), which this version does not build yet"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = load_questions(args.dataset)[: args.limit]
+    settings = {"dataset": str(Path(args.dataset).resolve()), "mode": args.mode, "model": args.policy.model,
+                "policy": asdict(args.policy), "env": asdict(args.env), "best_of": args.best_of, "rm": args.rm}  # fmt: skip
+    config_path = out / "config.json"
+    if config_path.exists():
+        before = json.loads(config_path.read_text())
+        if {k: before.get(k) for k in settings} != settings:
+            raise ValueError(
+                f"{out} holds a run with other settings ({config_path}); choose another --out"
+            )
+    else:
+        config_path.write_text(json.dumps(settings, indent=2))
+
+    results_path = out / "results.jsonl"
+    done = (
+        {row["question_id"] for row in read_jsonl(results_path)} if results_path.exists() else set()
+    )
+    todo = [q for q in questions if q.id not in done]
+    corpus = CorpusIndex(args.env.open()[0]) if args.env.source != "web" else None
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(questions), initial=len(questions) - len(todo), desc=f"eval {args.mode}", unit="q"
+    )
+    ems = [row["em"] for row in read_jsonl(results_path)] if done else []
+    rows = (
+        _rows_prompted(args, todo) if (args.closed_book or args.rag) else _rows_browse(args, todo)
+    )
+    if todo:
+        for q, row in rows:
+            row = {"question_id": q.id, "question": q.question, "aliases": list(q.aliases), "mode": args.mode,
+                   "in_corpus": corpus.contains(q.aliases) if corpus else None, **row}  # fmt: skip
+            append_jsonl(results_path, [row])  # one fsynced line per question: a kill loses nothing
+            ems.append(row["em"])
+            bar.update(1)
+            bar.set_postfix(em=f"{sum(ems) / len(ems):.3f}")
+    bar.close()
+    write_reports(out, settings)
+    return out
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def summarize(rows: list[dict], settings: dict) -> dict:
+    n = len(rows)
+    mean = lambda key: sum(r[key] for r in rows if r.get(key) is not None) / max(  # noqa: E731
+        1, sum(1 for r in rows if r.get(key) is not None))  # fmt: skip
+    actions = sum(r["actions"] for r in rows)
+    summary = {
+        "n": n, "em": mean("em"), "f1": mean("f1"), "contains": mean("contains"),
+        "supported": mean("supported"), "citation_valid": mean("citation_valid"),
+        "mean_actions": actions / max(n, 1),
+        "invalid_rate": sum(r["invalid_actions"] for r in rows) / max(actions, 1),
+        "no_answer_rate": mean("no_answer"), "seconds_per_question": mean("seconds"),
+        "seen_answer": mean("seen_answer") if any(r.get("seen_answer") is not None for r in rows) else None,
+        "in_corpus": mean("in_corpus") if any(r.get("in_corpus") is not None for r in rows) else None,
+    }  # fmt: skip
+    return {**summary, "mode": settings["mode"], "model": settings["model"], "data": settings["dataset"],
+            "settings": settings}  # fmt: skip
+
+
+def _table(summaries: list[tuple[str, dict]]) -> str:
+    keys = SUMMARY_KEYS + ["seen_answer", "in_corpus"]
+    lines = ["| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, s in summaries:
+        cells = []
+        for k in keys:
+            v = s.get(k)
+            cells.append("—" if v is None else (str(v) if k == "n" else f"{v:.3f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_reports(out: Path, settings: dict) -> dict:
+    rows = list(read_jsonl(out / "results.jsonl")) if (out / "results.jsonl").exists() else []
+    summary = summarize(rows, settings)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    report = [f"# Evaluation: {settings['mode']} — {settings['model']}", "",
+              f"Data: `{settings['dataset']}` ({summary['n']} questions)", "", _table([(settings["mode"], summary)]), "",
+              "`seen_answer`: an alias occurs in a page the agent saw (or the pasted passages); "
+              "`in_corpus`: it occurs anywhere in the corpus — the coverage bounds.", "",
+              "![accuracy by number of actions](plot.png)", "", "Settings:", "```json",
+              json.dumps(settings, indent=2), "```"]  # fmt: skip
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    _plot_by_actions(rows, out / "plot.png", settings["mode"])
+    return summary
+
+
+def _plot_by_actions(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets: dict[str, list[dict]] = {}
+    edges = [(0, 0), (1, 5), (6, 10), (11, 20), (21, 50), (51, 10**6)]
+    for lo, hi in edges:
+        label = str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**6 else f"{lo}+")
+        buckets[label] = [r for r in rows if lo <= r["actions"] <= hi]
+    labels = [k for k, v in buckets.items() if v]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    x = range(len(labels))
+    for offset, key in [(-0.2, "em"), (0.0, "contains"), (0.2, "supported")]:
+        ax.bar([i + offset for i in x], [sum(r[key] for r in buckets[k]) / len(buckets[k]) for k in labels],
+               width=0.2, label=key)  # fmt: skip
+    ax.set_xticks(list(x), [f"{k}\n(n={len(buckets[k])})" for k in labels])
+    ax.set_xlabel("actions taken")
+    ax.set_ylabel("share of questions")
+    ax.set_title(f"Accuracy by number of actions — {title}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(dirs: Sequence[str], out: str) -> Path:
+    """One report (table + bar chart) over several run directories."""
+    summaries = []
+    for d in dirs:
+        path = Path(d) / "summary.json"
+        if not path.exists():
+            raise ValueError(f"{d} has no summary.json: run `webagent eval` there first")
+        summaries.append((Path(d).name, json.loads(path.read_text())))
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "compare.md").write_text(
+        "# Comparison\n\n" + _table(summaries) + "\n\n![EM across runs](compare.png)\n"
+    )
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(summaries)), 3.6))
+    keys = ["em", "f1", "contains", "supported"]
+    width = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        ax.bar([i + (j - 1.5) * width for i in range(len(summaries))], [s.get(key) or 0 for _, s in summaries],
+               width=width, label=key)  # fmt: skip
+    ax.set_xticks(range(len(summaries)), [name for name, _ in summaries])
+    ax.set_ylabel("score")
+    ax.set_title("EM across runs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target / "compare.png", dpi=110)
+    plt.close(fig)
+    return target

@@ -1,0 +1,78 @@
+"""Answer metrics, TriviaQA's way: the official normalisation, then max over the aliases.
+
+Answers are scored with their citation markers removed (`The Tigris [1]` -> `The Tigris`).
+`supported` and `citation_valid` are what matter for a browsing agent: an answer that names the
+truth but cites nothing (or cites a quote that does not say it) is not evidence-backed.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+from webagent.answers import cited, strip_citations
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation + "‘’´`")
+
+
+def normalize(text: str) -> str:
+    """TriviaQA's official answer normalisation (triviaqa_evaluation.normalize_answer).
+
+    Plus Unicode NFC first, so a composed and a decomposed "é" compare equal.
+    """
+    text = unicodedata.normalize("NFC", text or "")
+    text = text.replace("_", " ").lower()
+    text = "".join(ch if ch not in _PUNCT else " " for ch in text)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str | None, aliases: Sequence[str]) -> float:
+    p = normalize(strip_citations(prediction))
+    return float(bool(p) and any(p == normalize(a) for a in aliases))
+
+
+def f1(prediction: str | None, aliases: Sequence[str]) -> float:
+    """Token F1 against the best alias."""
+    pred = normalize(strip_citations(prediction)).split()
+    best = 0.0
+    for alias in aliases:
+        gold = normalize(alias).split()
+        common = Counter(pred) & Counter(gold)
+        same = sum(common.values())
+        if same:
+            precision, recall = same / len(pred), same / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def _contains(text: str, alias: str) -> bool:
+    a = normalize(alias)
+    return bool(a) and f" {a} " in f" {normalize(text)} "
+
+
+def contains(prediction: str | None, aliases: Sequence[str]) -> float:
+    """An alias appears (as whole words) in the answer."""
+    return float(any(_contains(strip_citations(prediction), a) for a in aliases))
+
+
+def citation_valid(prediction: str | None, n_quotes: int) -> float:
+    """The answer cites at least one quote, and every [n] it cites exists."""
+    numbers = cited(prediction)
+    return float(bool(numbers) and all(1 <= n <= n_quotes for n in numbers))
+
+
+def supported(prediction: str | None, aliases: Sequence[str], quotes: Sequence[str]) -> float:
+    """An alias the answer names also appears in a quote the answer cites."""
+    numbers = [n for n in cited(prediction) if 1 <= n <= len(quotes)]
+    named = [a for a in aliases if _contains(strip_citations(prediction), a)]
+    return float(any(_contains(quotes[n - 1], a) for a in named for n in numbers))
+
+
+def any_alias_in(texts: Sequence[str], aliases: Sequence[str]) -> bool:
+    """An alias appears in any of the texts (coverage: did the agent ever see the answer?)."""
+    return any(_contains(t, a) for t in texts for a in aliases)
