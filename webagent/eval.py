@@ -12,6 +12,7 @@ stopped: finished questions are read back and skipped, so nothing is duplicated 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -95,10 +96,8 @@ def episode_row(question: Question, record: EpisodeRecord, cache: PageCache | No
     seen = []
     if cache is not None:
         for pid in record.page_ids:
-            try:
+            with contextlib.suppress(CacheError):
                 seen.append(cache.get(pid).text)
-            except CacheError:
-                pass
     return {
         **score(question, record.answer, [q.extract for q in record.quotes]),
         "answer": record.answer,
