@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--model", default="gemma3-270m")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-eval")
-    ap.add_argument("--max-actions", type=int, default=20)
+    ap.add_argument("--max-actions", type=int, default=10)
     ap.add_argument("--modes", nargs="+", default=["closed-book", "rag-3", "browse"])
     ap.add_argument("--quick", action="store_true", help="10 questions, 6 actions")
     args = ap.parse_args()

@@ -187,7 +187,7 @@ class HFPolicy:
         return out.last_hidden_state[:, -1, :], out.past_key_values
 
     def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
-        """LM head on one row, over `allowed` token ids only when given (Gemma: 262k rows)."""
+        """LM head on hidden state(s) `h`, over `allowed` token ids only when given (Gemma: 262k rows)."""
         weight, bias = self._head.weight, self._head.bias
         if allowed is not None:
             idx = torch.tensor(allowed)
@@ -243,17 +243,19 @@ class HFPolicy:
         t1 = time.perf_counter()
         for _ in range(max(caps)):
             chosen = torch.full((n,), pad, dtype=torch.long)
+            # free rows share one pass over the LM head; a constrained row uses its allowed rows only
+            free = [i for i in range(n) if not done[i] and nodes[i] is None]
+            full = dict(zip(free, self._logits(hidden[free], None), strict=True)) if free else {}
             for i in range(n):
                 if done[i]:
                     continue
                 node = nodes[i]
-                # a constrained row needs the LM head only at its allowed tokens
                 allowed = (
                     None
                     if node is None
                     else list(node.children) + ([self.newline_id] if node.end else [])
                 )
-                row = self._logits(hidden[i], allowed)
+                row = full[i] if allowed is None else self._logits(hidden[i], allowed)
                 if sampling.temperature > 0:
                     row = row / sampling.temperature
                 logp = F.log_softmax(row, dim=-1)
