@@ -147,6 +147,23 @@ def _sentences(lines: Sequence[str], max_chars: int, width: int, limit: int = 24
     return out
 
 
+def _extractive_answers(quotes: Sequence[SavedQuote], max_words: int = 6) -> tuple[str, ...]:
+    """Short answers a weak policy may give: a span of up to `max_words` words of a quote, then
+    its citation, as in "Leonardo da Vinci [1]"."""
+    out: dict[str, None] = {}
+    for q in quotes:
+        words = q.extract.split()
+        for i in range(len(words)):
+            for j in range(i + 1, min(i + max_words, len(words)) + 1):
+                span = " ".join(words[i:j]).strip(_EDGE_PUNCT)
+                if span:
+                    out.setdefault(f"{span} [{q.n}]")
+    return tuple(out)
+
+
+_EDGE_PUNCT = " \"'()[],.;:!?“”‘’"
+
+
 # ----------------------------------------------------------------------------- page text
 
 
@@ -306,10 +323,14 @@ class BrowserEnv(gym.Env):
         """What is worth trying now, for decoding-time masks (like TextWorld's admissible commands).
 
         Whole commands where the argument can be listed (links in view, scroll amounts, the
-        sentences in view to quote, Back, Top, End: Answer once something is quoted) and bare
-        keywords where it is free text (Search, Find in page:). A weak policy (a few-shot base
+        sentences in view to quote unless this page is quoted already, Back, Top, End: Answer once
+        something is quoted) and bare
+        keywords where it is free text (Search, Find in page:). In the answer phase: a short span
+        of a quote followed by its citation (extractive answers). A weak policy (a few-shot base
         model) decodes only these; the environment itself still accepts any command.
         """
+        if self.phase == "answer":
+            return Admissible(_extractive_answers(self.quotes), ())
         if self.phase != "browse":
             return Admissible((), ())
         page = self.page
@@ -325,7 +346,9 @@ class BrowserEnv(gym.Env):
                 commands.append("Scrolled down 1")
             if self.cursor > 0:
                 commands += ["Scrolled up 1", "Top"]
-            if page.kind == "page":  # quote documents, not result lists
+            # quote documents, not result lists; one quote per page (a weak policy otherwise
+            # quotes every sentence in view instead of moving on)
+            if page.kind == "page" and not any(q.url == page.url for q in self.quotes):
                 quoted = {normalize(q.extract) for q in self.quotes}
                 limits = self.config.limits
                 commands += [

@@ -336,3 +336,25 @@ def test_replay_is_identical_and_detects_tampering(wiki, page_cache):
     replay.step("Search Baghdad")
     _, *_, info = replay.step("Clicked on link 0")
     assert "tampered" in info["action_error"]
+
+
+def test_admissible_quotes_once_per_page_then_extractive_answers(wiki):
+    env = BrowserEnv(wiki)
+    env.reset("Who painted the Mona Lisa?")
+    assert env.admissible().commands == () and env.admissible().prefixes == ("Search",)
+    env.step("Search Mona Lisa")
+    assert all(
+        c.startswith("Clicked on link") or c == "Scrolled down 1" for c in env.admissible().commands
+    )
+    env.step("Clicked on link 0")
+    quotes = [c for c in env.admissible().commands if c.startswith("Quote: ")]
+    assert "Quote: Painting by Leonardo da Vinci" in quotes  # the description line stands alone
+    chosen = next(q for q in quotes if q.startswith("Quote: The Mona Lisa is a half-length"))
+    _, *_, info = env.step(chosen)
+    assert info["action_error"] is None
+    after = env.admissible().commands
+    assert not any(c.startswith("Quote:") for c in after) and "End: Answer" in after
+    env.step("End: Answer")
+    answers = env.admissible().commands
+    assert "Leonardo da Vinci [1]" in answers and "The Mona Lisa [1]" in answers
+    assert all(a.endswith(" [1]") and len(a.split()) <= 7 for a in answers)

@@ -37,8 +37,9 @@ class EnvArgs:
 
     source: str = "wiki"
     """Page source: wiki | zim:PATH | jsonl:PATH | web | cache."""
-    max_actions: int = 100
-    """Actions per episode before the answer phase is forced."""
+    max_actions: int = 20
+    """Actions per episode before the answer phase is forced. The environment's own default is
+    WebGPT's 100 (long-form answers); a factoid answer takes ~4 (search, click, quote, end)."""
     window_lines: int = 10
     """Page lines shown per observation."""
     searx: str | None = None

@@ -30,9 +30,10 @@ class RunConfig:
     browse_max_new_tokens: int = 64
     """A command is cut at the first newline or this many tokens."""
     answer_max_new_tokens: int = 96
-    constrain_commands: bool = True
-    """Browse completions must start with a keyword the environment deems admissible (keeps
-    few-shot base models on track; a trained policy can turn it off)."""
+    admissible_only: bool = True
+    """Decode only what the environment deems admissible (`BrowserEnv.admissible`): listed
+    commands, free text after Search / Find in page:, extractive answers citing a quote. Keeps
+    a few-shot base model on track; a trained policy can turn it off."""
 
 
 @dataclass
@@ -100,12 +101,7 @@ def run_episodes(
             ]
             seeds = [s.seed * 1_000_003 + s.steps for s in ready]
             t0 = time.perf_counter()
-            constrained = [
-                s.env.admissible()
-                if config.constrain_commands and s.env.phase == "browse"
-                else None
-                for s in ready
-            ]
+            constrained = [s.env.admissible() if config.admissible_only else None for s in ready]
             generations = policy.generate(
                 prompts,
                 max_new_tokens=caps,
