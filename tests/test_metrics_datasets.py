@@ -139,3 +139,15 @@ def test_shared_dev_set_loads():
         pytest.skip("../shared/data is not beside the repo")
     questions = load_questions(path)
     assert len(questions) == 300 and all(q.aliases for q in questions)
+
+
+def test_unicode_line_separators_inside_a_question_are_text(tmp_path):
+    p = tmp_path / "q.jsonl"
+    row = {
+        "question_id": "u",
+        "question": "Sutherland Brothers and\u2028Quiver\x85?",
+        "answer": {"value": "Q", "aliases": []},
+    }
+    p.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    (q,) = load_questions(p)
+    assert q.question == row["question"]

@@ -166,11 +166,58 @@ def evaluate(args: EvalCliArgs) -> int:
     return 0
 
 
+@dataclass
+class DemosArgs:
+    """Gold-guided expert demonstrations (episode records), optionally exported as prompt/completion."""
+
+    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """Questions with answers (any layout `eval` reads). Never the evaluation set."""
+    out: str = "runs/demos.jsonl"
+    """Episode records are appended here; a rerun skips questions already attempted."""
+    export: str | None = None
+    """Also write TRL {"prompt","completion"} lines (zero-shot prompts) to this file."""
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=30))
+    limit: int | None = None
+    """Only the first N questions."""
+    seed: int = 0
+    """Varies the expert's trajectories."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+def demos(args: DemosArgs) -> int:
+    from env.record import append_jsonl
+    from webagent.datasets import load_questions
+    from webagent.demos import done_ids, export, generate
+
+    questions = load_questions(args.dataset)[: args.limit]
+    done = done_ids(args.out)
+    todo = [q for q in questions if q.id not in done]
+    kept = 0
+    for i, (q, record) in enumerate(
+        generate(todo, args.env.env_factory(), seed=args.seed), start=1
+    ):
+        if record is not None:
+            append_jsonl(args.out, [record])
+            kept += 1
+        else:  # remember the attempt so a resumed run does not repeat it
+            append_jsonl(
+                args.out.replace(".jsonl", ".skipped.jsonl"), [{"meta": {"question_id": q.id}}]
+            )
+        if i % 50 == 0:
+            print(f"{i}/{len(todo)} questions, {kept} demonstrations", file=sys.stderr, flush=True)
+    print(f"{kept} demonstrations from {len(todo)} questions -> {args.out}")
+    if args.export:
+        print(f"{export(args.out, args.export)} prompt/completion rows -> {args.export}")
+    return 0
+
+
 COMMANDS = {
     "ask": (AskArgs, ask),
     "repl": (ReplArgs, repl),
     "replay": (ReplayArgs, replay),
     "eval": (EvalCliArgs, evaluate),
+    "demos": (DemosArgs, demos),
 }
 
 

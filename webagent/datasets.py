@@ -74,7 +74,7 @@ def load_questions(path: str | Path) -> list[Question]:
             raise DatasetError(f"{path}: 'Data' must be a list")
         questions = [_row(row, f"{path}: Data[{i}]") for i, row in enumerate(data["Data"])]
     else:
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
             if not line.strip():
                 continue
             try:

@@ -1,0 +1,96 @@
+"""Gold-guided expert demonstrations on the real local Wikipedia, and their TRL export."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from env.browser import BrowserEnv, EnvConfig
+from env.commands import parse
+from env.limits import BrowseLimits
+from env.record import read_jsonl, read_records
+from webagent.datasets import Question
+from webagent.demos import generate, queries, to_prompt_completion
+from webagent.metrics import contains
+from webagent.prompts import PromptFormat
+
+QUESTIONS = [
+    Question(
+        "m1", "Who painted the Mona Lisa?", "Leonardo da Vinci", ("Leonardo da Vinci", "Leonardo")
+    ),
+    Question(
+        "m2",
+        "Mount Aconcagua, the highest peak in the Western Hemisphere, stands in which country?",
+        "Argentina",
+        ("Argentina", "Argentine Republic"),
+    ),  # fmt: skip
+    Question("m3", "Which river flows through Baghdad?", "Tigris", ("Tigris", "Tigris River")),
+    Question(
+        "m4", "What is the name of the fictional zzyzx quux?", "Blorft", ("Blorft",)
+    ),  # not in the corpus
+]
+
+
+def test_queries_come_from_the_question():
+    qs = queries(
+        "Mount Aconcagua, the highest peak in the Western Hemisphere, stands in which country?"
+    )
+    assert qs[0] == "Mount Aconcagua highest peak Western Hemisphere stands country"
+    assert all("Argentina" not in q for q in qs)
+
+
+def test_expert_demonstrations_quote_the_answer_and_vary(wiki):
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
+    runs = [dict(generate(QUESTIONS, make_env, seed=s)) for s in range(3)]
+    kept = [r for run in runs for r in run.values() if r is not None]
+    assert runs[0][QUESTIONS[3]] is None, "no demonstration without a quote holding the answer"
+    assert len(kept) >= 6
+    for record in kept:
+        q = next(q for q in QUESTIONS if q.id == record.meta["question_id"])
+        assert any(contains(quote.extract, q.aliases) for quote in record.quotes)
+        assert contains(record.answer, q.aliases) and record.answer.endswith("]")
+        assert all(step.error is None for step in record.steps), [s.error for s in record.steps]
+        for step in record.steps[:-1]:
+            parse(step.action)  # every browse action is a valid command
+        assert record.model == "expert" and record.end == "answer"
+    shapes = {tuple(s.command["name"] for s in r.steps if s.command) for r in kept}
+    assert len(shapes) >= 2, "trajectories vary"
+
+
+def test_prompt_completion_export(wiki):
+    make_env = lambda: BrowserEnv(wiki)  # noqa: E731
+    record = next(r for _, r in generate(QUESTIONS[:1], make_env) if r)
+    rows = to_prompt_completion(record, PromptFormat("base", examples=0))
+    assert len(rows) == len(record.steps)
+    assert rows[0]["prompt"].endswith(record.steps[0].observation + "\n")
+    assert rows[0]["completion"] == record.steps[0].action + "\n"
+    assert rows[-1]["phase"] == "answer" and rows[-1]["completion"].startswith("Leonardo")
+    assert set(rows[0]) >= {"prompt", "completion"}
+
+
+def test_demos_cli_resumes_and_exports(tmp_path, index_dir):
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
+                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
+                            for q in QUESTIONS))  # fmt: skip
+    out, pc = tmp_path / "demos.jsonl", tmp_path / "pc.jsonl"
+    cmd = [
+        str(Path(sys.executable).with_name("webagent")),
+        "demos",
+        str(data),
+        "--out",
+        str(out),
+        "--export",
+        str(pc),
+    ]
+    env = {"WEBAGENT_CACHE": str(index_dir.parent), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run(
+        [*cmd, "--limit", "2"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    ids = [r.meta["question_id"] for r in read_records(out)]
+    assert len(ids) == len(set(ids)) and "m1" in ids and "m4" not in ids
+    assert "2 questions" in again.stdout  # only the two not attempted before
+    assert all({"prompt", "completion"} <= set(row) for row in read_jsonl(pc))

@@ -1,0 +1,201 @@
+"""Demonstrations: a gold-guided expert that browses like a careful person who knows the answer.
+
+    webagent demos ../shared/data/triviaqa/train.jsonl --out runs/demos.jsonl --export runs/demos.pc.jsonl
+
+The expert sees the question's answer aliases and uses them only the way a person uses what
+they know: to judge which result and which sentence are worth it. It searches with words from
+the question (reformulating when the results do not help), opens results (going Back from the
+ones that do not say the answer), scrolls or finds its way to the sentence, quotes it (sometimes
+from a second source too), ends, and answers with the alias copied from its quote, then `[n]`.
+Trajectories vary with the seed. Only episodes whose quotes contain an alias are kept. Every
+command it issues is one the environment lists as admissible, so the policy could have written it.
+
+Demonstrations are ordinary episode records; `to_prompt_completion` writes TRL's
+{"prompt","completion"} lines (one per browse step and one per answer) for any trainer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from env.browser import BrowserEnv
+from env.observation import strip_markup
+from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
+from webagent.datasets import Question
+from webagent.metrics import normalize
+from webagent.prompts import PromptFormat
+
+_STOP = set(["a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "was", "were", "are", "be", "been", "which", "who", "whom", "what", "when", "where", "why", "how", "this", "that", "these", "those", "it", "its", "his", "her", "their", "did", "does", "do", "name", "called", "known", "as"])  # fmt: skip
+
+
+def queries(question: str) -> list[str]:
+    """Search queries a person would try, best first: key words, then named phrases, then all."""
+    words = re.findall(r"[\w'’\-]+", question)
+    content = [w for w in words if w.lower() not in _STOP]
+    named = re.findall(r"(?:[A-Z][\w'’\-]+(?:\s+(?:of|the|de|and)?\s*[A-Z][\w'’\-]+)*)", question)
+    out = [" ".join(content[:8]), " ".join(named[:3]), " ".join(words)]
+    return [q for q in dict.fromkeys(o.strip() for o in out) if q]
+
+
+def _has_alias(text: str, aliases: Sequence[str]) -> bool:
+    t = f" {normalize(text)} "
+    return any(f" {normalize(a)} " in t for a in aliases if normalize(a))
+
+
+def _alias_in(text: str, aliases: Sequence[str]) -> str | None:
+    """The alias as the text spells it (longest first), for an answer copied from the quote."""
+    for alias in sorted(aliases, key=len, reverse=True):
+        m = re.search(r"(?<!\w)" + re.escape(alias) + r"(?!\w)", text, re.I)
+        if m:
+            return m.group(0)
+    return None
+
+
+class Expert:
+    """Drives one `BrowserEnv` episode for a question whose answer it knows."""
+
+    def __init__(
+        self, env: BrowserEnv, question: Question, rng: random.Random, *, max_results: int = 4
+    ):
+        self.env, self.q, self.rng, self.max_results = env, question, rng, max_results
+
+    def act(self, command: str) -> dict:
+        _, _, terminated, truncated, info = self.env.step(command)
+        self.info, self.over = info, terminated or truncated
+        return info
+
+    def run(self) -> EpisodeRecord | None:
+        env, q = self.env, self.q
+        env.reset(q.question, seed=self.rng.randrange(2**31),
+                  options={"meta": {"question_id": q.id, "demonstration": "gold-expert"}})  # fmt: skip
+        self.over = False
+        wanted = 1 if self.rng.random() < 0.75 else 2  # sometimes two sources
+        tried: set[str] = set()
+        for query in queries(q.question)[: 2 + self.rng.randint(0, 1)]:
+            if self.over or len(env.quotes) >= wanted:
+                break
+            self.act(f"Search {query}")
+            if self.info["action_error"]:
+                continue
+            self._try_results(tried, wanted)
+        if self.over or not env.quotes:
+            return None
+        self.act("End: Answer")
+        if self.over or env.phase != "answer":
+            return None
+        cited = []
+        answer_text = None
+        for quote in env.quotes:
+            spelled = _alias_in(quote.extract, q.aliases)
+            if spelled:
+                answer_text = answer_text or spelled
+                cited.append(quote.n)
+        if answer_text is None:
+            return None
+        info = self.act(f"{answer_text} {''.join(f'[{n}]' for n in cited)}")
+        record = info["record"]
+        record.model = "expert"
+        return record
+
+    def _try_results(self, tried: set[str], wanted: int) -> None:
+        env = self.env
+        results = env.page
+        for link_id, link in enumerate(results.links[: self.max_results]):
+            if self.over or len(env.quotes) >= wanted or env.actions_left < 4:
+                return
+            if link.url in tried:
+                continue
+            tried.add(link.url)
+            # a person reads the snippet first: skip results whose snippet is off-topic half the time
+            self._reveal(link_id)
+            self.act(f"Clicked on link {link_id}")
+            if self.info["action_error"]:
+                continue
+            if _has_alias(strip_markup(env.page.text), self.q.aliases):
+                self._quote_answer()
+            if not self.over and len(env.quotes) < wanted:
+                self.act("Back")
+
+    def _reveal(self, link_id: int) -> None:
+        """Scroll the results page until the link is in view (a person scrolls, not guesses)."""
+        env = self.env
+        marker = f"【{link_id}†"
+        for _ in range(10):
+            view = env.page.lines[env.cursor : env.cursor + env.config.limits.window_lines]
+            if (
+                any(marker in line for line in view)
+                or "Scrolled down 1" not in env.admissible().commands
+            ):
+                return
+            self.act("Scrolled down 1")
+
+    def _quote_answer(self) -> None:
+        """Bring the sentence with the answer into view, then quote it."""
+        env = self.env
+        for _ in range(12):
+            if self.over:
+                return
+            candidates = [c for c in env.admissible().commands if c.startswith("Quote: ")]
+            good = [c for c in candidates if _has_alias(c[len("Quote: ") :], self.q.aliases)]
+            if good:
+                self.act(self.rng.choice(good[:2]))
+                return
+            if "Scrolled down 1" in env.admissible().commands:
+                self.act(
+                    f"Scrolled down {self.rng.choice([1, 1, 2])}"
+                    if self.rng.random() < 0.3
+                    else "Scrolled down 1"
+                )
+            else:
+                return
+
+
+def generate(questions: Sequence[Question], make_env: Callable[[], BrowserEnv], *, seed: int = 0
+             ) -> Iterator[tuple[Question, EpisodeRecord | None]]:  # fmt: skip
+    """One expert attempt per question (None when it found no quotable answer)."""
+    rng = random.Random(seed)
+    for q in questions:
+        record = Expert(make_env(), q, random.Random(rng.randrange(2**31))).run()
+        if record is not None and not any(_has_alias(x.extract, q.aliases) for x in record.quotes):
+            record = None
+        yield q, record
+
+
+def to_prompt_completion(record: EpisodeRecord, fmt: PromptFormat, tokenizer=None) -> list[dict]:
+    """TRL prompt/completion rows: one per browse step, one for the answer. Invalid steps are
+    skipped (the expert makes none)."""
+    rows = []
+    for step in record.steps:
+        if step.phase == "browse" and step.command is None:
+            continue
+        if step.phase == "answer" and not step.action.strip():
+            continue
+        prompt = fmt.prompt(step.phase, step.observation, tokenizer)  # type: ignore[arg-type]
+        rows.append({"prompt": prompt, "completion": step.action.strip() + "\n", "phase": step.phase,
+                     "episode_id": record.id})  # fmt: skip
+    return rows
+
+
+def export(demos_path: str | Path, out_path: str | Path, fmt: PromptFormat | None = None) -> int:
+    """Write prompt/completion lines for every demonstration in a records file; returns the count."""
+    fmt = fmt or PromptFormat("base", examples=0)
+    out = Path(out_path)
+    out.unlink(missing_ok=True)
+    n = 0
+    for record in read_records(demos_path):
+        rows = to_prompt_completion(record, fmt)
+        append_jsonl(out, rows)
+        n += len(rows)
+    return n
+
+
+def done_ids(path: str | Path) -> set[str]:
+    """Question ids already demonstrated (or attempted: `<out>.skipped.jsonl`), for resuming."""
+    ids: set[str] = set()
+    for p in (Path(path), Path(str(path).replace(".jsonl", ".skipped.jsonl"))):
+        if p.exists():
+            ids |= {r.get("meta", {}).get("question_id") for r in read_jsonl(p)}
+    return ids
