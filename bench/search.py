@@ -284,10 +284,8 @@ def run(args: Args) -> int:
 
 
 def main() -> int:
-    try:
-        import tyro
-    except ImportError:  # pragma: no cover - tyro is a dependency; run with defaults without it
-        return run(Args())
+    import tyro
+
     return run(tyro.cli(Args))
 
 
