@@ -38,7 +38,7 @@ from env.observation import (
 )
 from env.pages import Page
 from env.record import EpisodeRecord, Step
-from env.search import domain_blocked, results_page, shares_ngram
+from env.search import domain_blocked, query_variants, results_page, shares_ngram
 from env.sources.base import PageSource
 
 # ----------------------------------------------------------------------------- config
@@ -322,10 +322,11 @@ class BrowserEnv(gym.Env):
     def admissible(self) -> Admissible:
         """What is worth trying now, for decoding-time masks (like TextWorld's admissible commands).
 
-        Whole commands where the argument can be listed (links in view, scroll amounts, the
+        Whole commands where the argument can be listed (searches with the question's words,
+        links in view, scroll amounts, the
         sentences in view to quote unless this page is quoted already, Back, Top, End: Answer once
         something is quoted) and bare
-        keywords where it is free text (Search, Find in page:). In the answer phase: a short span
+        keywords where it is free text (Find in page:). In the answer phase: a short span
         of a quote followed by its citation (extractive answers). A weak policy (a few-shot base
         model) decodes only these; the environment itself still accepts any command.
         """
@@ -335,9 +336,12 @@ class BrowserEnv(gym.Env):
             return Admissible((), ())
         page = self.page
         commands: list[str] = []
-        # a results page with results is for choosing one: searching again from it loops
+        # a results page with results is for choosing one: searching again from it loops;
+        # queries are the question's own words (a few-shot model copies its examples' queries)
         on_results = page is not None and page.kind == "search" and bool(page.links)
-        prefixes = [] if on_results else ["Search"]
+        if not on_results:
+            commands += [f"Search {q}" for q in query_variants(self.question)]
+        prefixes = []
         if page is not None:
             window = page.lines[self.cursor : self.cursor + self.config.limits.window_lines]
             for line in window:

@@ -24,20 +24,12 @@ from pathlib import Path
 from env.browser import BrowserEnv
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
+from env.search import query_variants
 from webagent.datasets import Question
 from webagent.metrics import normalize
 from webagent.prompts import PromptFormat
 
-_STOP = set(["a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "was", "were", "are", "be", "been", "which", "who", "whom", "what", "when", "where", "why", "how", "this", "that", "these", "those", "it", "its", "his", "her", "their", "did", "does", "do", "name", "called", "known", "as"])  # fmt: skip
-
-
-def queries(question: str) -> list[str]:
-    """Search queries a person would try, best first: key words, then named phrases, then all."""
-    words = re.findall(r"[\w'’\-]+", question)
-    content = [w for w in words if w.lower() not in _STOP]
-    named = re.findall(r"(?:[A-Z][\w'’\-]+(?:\s+(?:of|the|de|and)?\s*[A-Z][\w'’\-]+)*)", question)
-    out = [" ".join(content[:8]), " ".join(named[:3]), " ".join(words)]
-    return [q for q in dict.fromkeys(o.strip() for o in out) if q]
+queries = query_variants  # the expert searches the way the admissible aid lets a policy search
 
 
 def _has_alias(text: str, aliases: Sequence[str]) -> bool:
