@@ -118,7 +118,11 @@ class Admissible:
     commands: tuple[str, ...]
     """Complete commands, e.g. 'Clicked on link 3', 'Quote: <a sentence in view>'."""
     prefixes: tuple[str, ...]
-    """Keywords whose argument is free text, e.g. 'Search'."""
+    """Keywords whose argument is free text, e.g. 'Find in page:'."""
+
+    def __bool__(self) -> bool:
+        """False when nothing is listed (then a policy decodes freely)."""
+        return bool(self.commands or self.prefixes)
 
 
 _VISIBLE_LINK = re.compile("【(\\d+)†")

@@ -361,3 +361,9 @@ def test_admissible_quotes_once_per_page_then_extractive_answers(wiki):
     answers = env.admissible().commands
     assert "Leonardo da Vinci [1]" in answers and "The Mona Lisa [1]" in answers
     assert all(a.endswith(" [1]") and len(a.split()) <= 7 for a in answers)
+
+
+def test_admissible_is_empty_without_a_question(wiki):
+    env = BrowserEnv(wiki)
+    env.reset("")
+    assert not env.admissible()  # nothing to constrain to: the policy then decodes freely
