@@ -9,8 +9,9 @@ from env.browser import BrowserEnv, EnvConfig
 from env.commands import parse
 from env.limits import BrowseLimits
 from env.record import read_jsonl, read_records
+from env.search import query_variants
 from webagent.datasets import Question
-from webagent.demos import generate, queries, to_prompt_completion
+from webagent.demos import generate, to_prompt_completion
 from webagent.metrics import contains
 from webagent.prompts import PromptFormat
 
@@ -32,7 +33,7 @@ QUESTIONS = [
 
 
 def test_queries_come_from_the_question():
-    qs = queries(
+    qs = query_variants(
         "Mount Aconcagua, the highest peak in the Western Hemisphere, stands in which country?"
     )
     assert qs[0] == "Mount Aconcagua highest peak Western Hemisphere stands country"

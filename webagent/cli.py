@@ -188,7 +188,7 @@ class DemosArgs:
 def demos(args: DemosArgs) -> int:
     from env.record import append_jsonl
     from webagent.datasets import load_questions
-    from webagent.demos import done_ids, export, generate
+    from webagent.demos import done_ids, export, generate, skipped_path
 
     questions = load_questions(args.dataset)[: args.limit]
     done = done_ids(args.out)
@@ -201,9 +201,7 @@ def demos(args: DemosArgs) -> int:
             append_jsonl(args.out, [record])
             kept += 1
         else:  # remember the attempt so a resumed run does not repeat it
-            append_jsonl(
-                args.out.replace(".jsonl", ".skipped.jsonl"), [{"meta": {"question_id": q.id}}]
-            )
+            append_jsonl(skipped_path(args.out), [{"meta": {"question_id": q.id}}])
         if i % 50 == 0:
             print(f"{i}/{len(todo)} questions, {kept} demonstrations", file=sys.stderr, flush=True)
     print(f"{kept} demonstrations from {len(todo)} questions -> {args.out}")

@@ -29,8 +29,6 @@ from webagent.datasets import Question
 from webagent.metrics import normalize
 from webagent.prompts import PromptFormat
 
-queries = query_variants  # the expert searches the way the admissible aid lets a policy search
-
 
 def _has_alias(text: str, aliases: Sequence[str]) -> bool:
     t = f" {normalize(text)} "
@@ -66,7 +64,7 @@ class Expert:
         self.over = False
         wanted = 1 if self.rng.random() < 0.75 else 2  # sometimes two sources
         tried: set[str] = set()
-        for query in queries(q.question)[: 2 + self.rng.randint(0, 1)]:
+        for query in query_variants(q.question)[: 2 + self.rng.randint(0, 1)]:
             if self.over or len(env.quotes) >= wanted:
                 break
             self.act(f"Search {query}")
@@ -184,10 +182,15 @@ def export(demos_path: str | Path, out_path: str | Path, fmt: PromptFormat | Non
     return n
 
 
+def skipped_path(path: str | Path) -> Path:
+    """Where questions that gave no demonstration are remembered, beside the output file."""
+    return Path(str(path).replace(".jsonl", ".skipped.jsonl"))
+
+
 def done_ids(path: str | Path) -> set[str]:
-    """Question ids already demonstrated (or attempted: `<out>.skipped.jsonl`), for resuming."""
+    """Question ids already demonstrated (or attempted: `skipped_path`), for resuming."""
     ids: set[str] = set()
-    for p in (Path(path), Path(str(path).replace(".jsonl", ".skipped.jsonl"))):
+    for p in (Path(path), skipped_path(path)):
         if p.exists():
             ids |= {r.get("meta", {}).get("question_id") for r in read_jsonl(p)}
     return ids

@@ -200,9 +200,8 @@ def run(args: EvalArgs) -> Path:
         config_path.write_text(json.dumps(settings, indent=2))
 
     results_path = out / "results.jsonl"
-    done = (
-        {row["question_id"] for row in read_jsonl(results_path)} if results_path.exists() else set()
-    )
+    finished = list(read_jsonl(results_path)) if results_path.exists() else []
+    done = {row["question_id"] for row in finished}
     todo = [q for q in questions if q.id not in done]
     corpus = CorpusIndex(args.env.open()[0]) if args.env.source != "web" else None
 
@@ -211,7 +210,7 @@ def run(args: EvalArgs) -> Path:
     bar = tqdm(
         total=len(questions), initial=len(questions) - len(todo), desc=f"eval {args.mode}", unit="q"
     )
-    ems = [row["em"] for row in read_jsonl(results_path)] if done else []
+    ems = [row["em"] for row in finished]
     rows = (
         _rows_prompted(args, todo) if (args.closed_book or args.rag) else _rows_browse(args, todo)
     )

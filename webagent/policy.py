@@ -98,19 +98,13 @@ class HFPolicy:
             if isinstance(tid, int) and tid != tokenizer.unk_token_id:
                 self.stop_ids.add(tid)
         self.newline_id = tokenizer.encode("\n", add_special_tokens=False)[-1]
-        self._prefixes: dict[str, tuple[list[int], Any]] = {}
+        self._prefix_ids: dict[str, list[int]] = {}
+        self._prefixes: dict[str, Any] = {}  # phase -> key/value cache of its prefix
         self._mergeable: bool | None = None
         inner = unwrap(model)
         self._decoder = inner.get_decoder()
         self._head = inner.get_output_embeddings()
         self._softcap = getattr(inner.config, "final_logit_softcapping", None)
-
-    @classmethod
-    def load(cls, spec: str, **kwargs) -> HFPolicy:
-        from webagent.models import load
-
-        loaded = load(spec)
-        return cls(loaded.model, loaded.tokenizer, name=loaded.name, **kwargs)
 
     def prompt(self, phase: str, observation: str) -> str:
         return self.format.prompt(phase, observation, self.tokenizer)  # type: ignore[arg-type]
@@ -136,17 +130,16 @@ class HFPolicy:
         if not self.cache_prefix or self._mergeable is False:
             return None
         for phase in ("browse", "answer", "closed_book", "rag"):
-            if phase not in self._prefixes:
+            if phase not in self._prefix_ids:
                 text = self.format.static_prefix(phase, self.tokenizer)  # type: ignore[arg-type]
                 # drop the last token: it may merge with the observation's first characters
-                prefix_ids = self.encode(text)[:-1]
-                _, cache = self._forward(
-                    torch.tensor([prefix_ids]), torch.arange(len(prefix_ids))[None]
-                )
-                self._prefixes[phase] = (prefix_ids, cache)
-            prefix_ids, cache = self._prefixes[phase]
+                self._prefix_ids[phase] = self.encode(text)[:-1]
+            prefix_ids = self._prefix_ids[phase]
             if len(ids) > len(prefix_ids) and ids[: len(prefix_ids)] == prefix_ids:
-                return prefix_ids, cache
+                if phase not in self._prefixes:  # only the phases actually used are prefilled
+                    positions = torch.arange(len(prefix_ids))[None]
+                    self._prefixes[phase] = self._forward(torch.tensor([prefix_ids]), positions)[1]
+                return prefix_ids, self._prefixes[phase]
         return None
 
     def _prefill_rows(self, rows: list[list[int]]):
