@@ -66,8 +66,8 @@ class ReplayArgs:
 def ask(args: AskArgs) -> int:
     from env.record import append_jsonl
     from webagent.answers import describe_step, format_answer, to_json
-    from webagent.config import load_policy, sampling_of
-    from webagent.rollout import RunConfig, run_one
+    from webagent.config import load_policy, run_config
+    from webagent.rollout import run_one
 
     make_env = args.env.env_factory()
     if not args.json:
@@ -78,7 +78,7 @@ def ask(args: AskArgs) -> int:
         if args.json
         else (lambda i, rec, phase: print(describe_step(rec, len(rec.steps) - 1), flush=True))
     )
-    record = run_one(policy, args.question, make_env, RunConfig(batch_size=1, sampling=sampling_of(args.policy)),
+    record = run_one(policy, args.question, make_env, run_config(args.policy, batch_size=1),
                      on_step=show)  # fmt: skip
     if args.record:
         append_jsonl(args.record, [record])
@@ -91,9 +91,9 @@ def ask(args: AskArgs) -> int:
 
 
 def repl(args: ReplArgs) -> int:
-    from webagent.config import load_policy, sampling_of
+    from webagent.config import load_policy, run_config
     from webagent.repl import Repl
-    from webagent.rollout import RunConfig, run_one
+    from webagent.rollout import run_one
 
     make_env = args.env.env_factory()
     policies = []
@@ -102,7 +102,7 @@ def repl(args: ReplArgs) -> int:
         if not policies:
             print(f"(loading {args.policy.model} …)", flush=True)
             policies.append(load_policy(args.policy))
-        config = RunConfig(batch_size=1, sampling=sampling_of(args.policy))
+        config = run_config(args.policy, batch_size=1)
         return run_one(
             policies[0], question, make_env, config, on_step=lambda i, rec, phase: on_step(rec)
         )
@@ -181,6 +181,8 @@ class DemosArgs:
     """Only the first N questions."""
     seed: int = 0
     """Varies the expert's trajectories."""
+    max_results: int = 6
+    """Results per search the expert opens before reformulating."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -195,7 +197,8 @@ def demos(args: DemosArgs) -> int:
     todo = [q for q in questions if q.id not in done]
     kept = 0
     for i, (q, record) in enumerate(
-        generate(todo, args.env.env_factory(), seed=args.seed), start=1
+        generate(todo, args.env.env_factory(), seed=args.seed, max_results=args.max_results),
+        start=1,
     ):
         if record is not None:
             append_jsonl(args.out, [record])
@@ -219,8 +222,25 @@ COMMANDS = {
 }
 
 
+TRAINERS = {"bc": "webagent.train_bc"}
+"""`webagent train NAME …` runs the trainer module's own CLI (one file per algorithm)."""
+
+
+def train(argv: list[str]) -> int:
+    import importlib
+
+    if not argv or argv[0] not in TRAINERS:
+        print(f"usage: webagent train {{{','.join(TRAINERS)}}} [-h] …", file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    module = importlib.import_module(TRAINERS[argv[0]])
+    sys.argv[0] = f"webagent train {argv[0]}"
+    return module.cli(argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return train(argv[1:])
     args = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in COMMANDS.items()},
         args=argv,

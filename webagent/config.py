@@ -11,24 +11,32 @@ from env.cache import PageCache
 from env.limits import BrowseLimits
 from env.sources import PageSource, open_source
 
+DEFAULT_POLICY = "bc-gemma3-270m"
+"""The shipped behaviour-cloned policy (webagent/policies/, see its MODEL_CARD.md)."""
+
 
 @dataclass
 class PolicyArgs:
     """Which model acts and how it samples."""
 
-    model: str = "gemma3-270m"
-    """Model spec: gemma3-270m | smollm2-135m | a HF model dir or cached hub id | a .gguf file |
-    a policy checkpoint dir (base model + LoRA adapter)."""
+    model: str = DEFAULT_POLICY
+    """Model spec: bc-gemma3-270m (trained, shipped) | gemma3-270m | smollm2-135m (base models,
+    few-shot) | a policy checkpoint dir (base + LoRA) | a HF model dir or cached hub id | a .gguf."""
     temperature: float = 0.0
     """Sampling temperature; 0 is greedy."""
     top_p: float = 1.0
     """Nucleus sampling mass (1 keeps the whole distribution)."""
     seed: int = 0
     """Base seed: episode i samples with seed + i."""
-    examples: int = 8
-    """Worked example steps shown in each prompt (few-shot; 8 = two episodes); 0 for a trained policy."""
+    examples: int | None = None
+    """Worked example steps shown in each prompt (8 = two episodes). Default: what a trained
+    policy was trained with (0), else 8 (few-shot base model)."""
     chat: bool = True
     """Use the model's chat template when it has one."""
+    admissible_only: bool = True
+    """Decode only commands the browser lists as admissible (and extractive answers citing a
+    quote): a decoding aid, not a rule of the environment; --no-admissible-only lets the
+    policy write anything (invalid commands then cost an action)."""
 
 
 @dataclass
@@ -66,12 +74,14 @@ class EnvArgs:
 
 def load_policy(args: PolicyArgs):
     """The HFPolicy a PolicyArgs names (imports torch lazily: the CLI starts fast)."""
-    from webagent.models import load
+    from webagent.models import checkpoint_meta, load
     from webagent.policy import HFPolicy
     from webagent.prompts import format_for
 
     loaded = load(args.model)
-    fmt = format_for(loaded.tokenizer, prefer_chat=args.chat, examples=args.examples)
+    trained = checkpoint_meta(loaded.source_path).get("prompt", {})
+    examples = args.examples if args.examples is not None else trained.get("examples", 8)
+    fmt = format_for(loaded.tokenizer, prefer_chat=args.chat, examples=examples)
     return HFPolicy(loaded.model, loaded.tokenizer, name=loaded.name, prompt_format=fmt)
 
 
@@ -79,3 +89,11 @@ def sampling_of(args: PolicyArgs):
     from webagent.policy import Sampling
 
     return Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+
+
+def run_config(args: PolicyArgs, batch_size: int = 8, **overrides):
+    """The episode runner's settings a PolicyArgs implies (sampling, decoding aid)."""
+    from webagent.rollout import RunConfig
+
+    return RunConfig(batch_size=batch_size, sampling=sampling_of(args),
+                     admissible_only=args.admissible_only, **overrides)  # fmt: skip

@@ -48,7 +48,7 @@ class Expert:
     """Drives one `BrowserEnv` episode for a question whose answer it knows."""
 
     def __init__(
-        self, env: BrowserEnv, question: Question, rng: random.Random, *, max_results: int = 4
+        self, env: BrowserEnv, question: Question, rng: random.Random, *, max_results: int = 6
     ):
         self.env, self.q, self.rng, self.max_results = env, question, rng, max_results
 
@@ -143,12 +143,13 @@ class Expert:
                 return
 
 
-def generate(questions: Sequence[Question], make_env: Callable[[], BrowserEnv], *, seed: int = 0
-             ) -> Iterator[tuple[Question, EpisodeRecord | None]]:  # fmt: skip
+def generate(questions: Sequence[Question], make_env: Callable[[], BrowserEnv], *, seed: int = 0,
+             max_results: int = 6) -> Iterator[tuple[Question, EpisodeRecord | None]]:  # fmt: skip
     """One expert attempt per question (None when it found no quotable answer)."""
     rng = random.Random(seed)
     for q in questions:
-        record = Expert(make_env(), q, random.Random(rng.randrange(2**31))).run()
+        expert = Expert(make_env(), q, random.Random(rng.randrange(2**31)), max_results=max_results)
+        record = expert.run()
         if record is not None and not any(_has_alias(x.extract, q.aliases) for x in record.quotes):
             record = None
         yield q, record

@@ -24,7 +24,7 @@ from env.errors import CacheError
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
-from webagent.config import EnvArgs, PolicyArgs, load_policy, sampling_of
+from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
 from webagent.metrics import (
     any_alias_in,
@@ -36,7 +36,7 @@ from webagent.metrics import (
     supported,
 )
 from webagent.prompts import completion_to_action
-from webagent.rollout import RunConfig, Task, run_episodes
+from webagent.rollout import Task, run_episodes
 
 SUMMARY_KEYS = ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
                 "no_answer_rate", "seconds_per_question"]  # fmt: skip
@@ -139,7 +139,7 @@ def _rows_browse(args: EvalArgs, questions: list[Question]) -> Iterator[tuple[Qu
     make_env = args.env.env_factory()
     cache = PageCache(args.env.page_cache)
     tasks = [Task(q.question, {"question_id": q.id}) for q in questions]
-    config = RunConfig(batch_size=args.batch, sampling=sampling_of(args.policy))
+    config = run_config(args.policy, batch_size=args.batch)
     for i, record in run_episodes(policy, tasks, make_env, config):
         yield questions[i], episode_row(questions[i], record, cache)
 

@@ -6,8 +6,10 @@ Specs
 -----
 ``load(spec)`` / ``prepare(spec)`` / ``resolve(spec)`` accept, in this order of precedence:
 
-1. a name in :data:`KNOWN_MODELS` (``"gemma3-270m"``, the default, or ``"smollm2-135m"``);
-   the weights ship as GGUF files inside pip packages;
+1. a name in :data:`KNOWN_MODELS` (``"gemma3-270m"`` or ``"smollm2-135m"``); the weights
+   ship as GGUF files inside pip packages; or the name of a policy shipped with webagent
+   (:func:`shipped_policies`, e.g. ``"bc-gemma3-270m"``, the default policy: a LoRA adapter
+   in ``webagent/policies/``);
 2. a path to a ``.gguf`` file;
 3. a policy checkpoint directory: contains ``adapter_config.json`` (a peft LoRA adapter) and
    ``webagent.json`` = ``{"base_model": "<spec>", ...}``; loaded as base model + adapter.  A
@@ -215,7 +217,7 @@ class ResolvedSpec:
 
 
 def _known_names() -> str:
-    return ", ".join(sorted(KNOWN_MODELS))
+    return ", ".join(sorted([*KNOWN_MODELS, *shipped_policies()]))
 
 
 def _safe_name(text: str) -> str:
@@ -237,6 +239,8 @@ def resolve(spec: str | os.PathLike[str]) -> ResolvedSpec:
         raise ModelSpecError(f"empty model spec; known models: {_known_names()}")
     if spec in KNOWN_MODELS:
         return ResolvedSpec(spec=spec, kind="known", name=spec, known=KNOWN_MODELS[spec])
+    if spec in shipped_policies():
+        return _resolve_checkpoint(spec, shipped_policies()[spec])
 
     path = Path(spec).expanduser()
     if path.exists():
@@ -260,6 +264,23 @@ def resolve(spec: str | os.PathLike[str]) -> ResolvedSpec:
         f"unknown model spec {spec!r}: not a known model ({_known_names()}), not an existing "
         ".gguf file or model/checkpoint directory, and not a hub id (org/name)"
     )
+
+
+POLICIES_DIR = Path(__file__).with_name("policies")
+"""Trained policies that ship with the package (small LoRA adapters, each with a model card)."""
+
+
+def shipped_policies() -> dict[str, Path]:
+    """Name -> checkpoint directory of every policy under :data:`POLICIES_DIR`."""
+    if not POLICIES_DIR.is_dir():
+        return {}
+    return {d.name: d for d in sorted(POLICIES_DIR.iterdir()) if (d / _CHECKPOINT_META).is_file()}
+
+
+def checkpoint_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A trained policy's ``webagent.json`` (empty for plain models)."""
+    path = Path(directory) / _CHECKPOINT_META
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _resolve_checkpoint(spec: str, path: Path) -> ResolvedSpec:

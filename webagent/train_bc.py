@@ -1,0 +1,502 @@
+"""Behaviour cloning: fine-tune a causal LM to write the demonstrator's next command.
+
+    webagent train bc runs/bc/demos.jsonl --out runs/bc/policy
+    accelerate launch --multi_gpu --num_processes 2 -m webagent.train_bc runs/bc/demos.jsonl --out DIR
+
+(`--multi_gpu` is accelerate's torchrun launcher; on a machine without CUDA the processes form
+a CPU group over gloo. `torchrun --nproc_per_node 2 -m webagent.train_bc …` works too.)
+
+One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
+- **Data**: episode records (demonstrations) or TRL {"prompt","completion"} lines. Records are
+  turned into rows with the policy's own prompt format (`webagent.prompts`, zero-shot), so
+  training and acting see the same text. Validation holds out whole episodes.
+- **Loss**: next-token cross-entropy on the completion tokens only; prompt tokens carry no loss
+  (and the LM head is applied at completion positions only: Gemma's head is 262k wide).
+  The loss of a micro-batch is the mean over its completion tokens.
+- **Optimisation**: LoRA (peft) on every linear layer by default, full fine-tuning with
+  `--full`; AdamW; linear warmup then cosine decay to `min_lr_ratio`; gradient accumulation;
+  gradient clipping.
+- **Processes**: `accelerate` (DDP). Micro-batches are dealt round-robin to processes from one
+  seeded global order, so a run's data order does not depend on how it is resumed.
+- **Checkpoints**: `OUT/last/` holds adapter + optimizer + step, written atomically every
+  `save_every` steps and on Ctrl-C; a rerun with the same OUT continues from it. The finished
+  policy is OUT itself: the adapter (or full weights) plus `webagent.json` (base model, data
+  hash, steps, losses, settings), loadable anywhere a model spec is (`--model OUT`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import tyro
+
+from env.record import EpisodeRecord, read_jsonl
+from webagent.models import hidden_states, load, logits_for
+
+CHECKPOINT_META = "webagent.json"
+
+
+@dataclass
+class Args:
+    """Behaviour cloning on demonstrations (episode records or prompt/completion lines)."""
+
+    demos: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DEMOS")]
+    """JSON lines: demonstration episode records, or {"prompt","completion"} rows."""
+    out: str = "runs/bc/policy"
+    """Checkpoint directory (the trained policy); a rerun resumes from OUT/last."""
+    model: str = "gemma3-270m"
+    """Base model spec (see `webagent.models`)."""
+    full: bool = False
+    """Fine-tune every weight instead of a LoRA adapter."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"
+    """peft target_modules: all-linear or a comma-separated list of module names."""
+    chat: bool = True
+    """Use the model's chat template when it has one (must match how the policy will act)."""
+    epochs: float = 1.0
+    """Passes over the training rows (fractions allowed)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs)."""
+    micro_batch: int = 4
+    """Rows per forward pass per process."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer step per process (effective batch: micro_batch x grad_accum x processes)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate (LoRA); use ~2e-5 with --full."""
+    min_lr_ratio: float = 0.1
+    """The cosine schedule decays to learning_rate x this."""
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    max_length: int = 1024
+    """Tokens per row; longer prompts lose their oldest tokens (the completion is kept whole)."""
+    val_fraction: float = 0.05
+    """Share of episodes held out for the validation loss."""
+    max_val_rows: int = 96
+    """Validation rows used (a forward pass over each, every eval_every steps)."""
+    eval_every: int = 25
+    """Optimizer steps between validation passes (and at the end)."""
+    save_every: int = 25
+    """Optimizer steps between resumable checkpoints."""
+    seed: int = 0
+    limit: int | None = None
+    """Only the first N rows (smoke runs)."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_rows(path: str | Path, fmt, tokenizer) -> list[dict]:
+    """Prompt/completion rows with an `episode_id` (for the held-out split)."""
+    from webagent.demos import to_prompt_completion
+
+    rows: list[dict] = []
+    for i, obj in enumerate(read_jsonl(path), start=1):
+        if "prompt" in obj and "completion" in obj:
+            rows.append({"episode_id": obj.get("episode_id", f"row{i}"), **obj})
+        elif "steps" in obj:
+            rows.extend(to_prompt_completion(EpisodeRecord.from_dict(obj), fmt, tokenizer))
+        else:
+            raise ValueError(f"{path}:{i}: neither an episode record nor a prompt/completion row")
+    if not rows:
+        raise ValueError(f"{path} holds no training rows")
+    return rows
+
+
+def tokenize_row(tokenizer, fmt, row: dict, max_length: int) -> tuple[list[int], int]:
+    """(token ids, number of prompt tokens): the prompt encoded exactly as the policy encodes it
+    when acting, then the completion's tokens. Overlong prompts lose their oldest tokens."""
+    prompt = tokenizer(row["prompt"], add_special_tokens=fmt.add_special_tokens).input_ids
+    completion = tokenizer(row["completion"], add_special_tokens=False).input_ids
+    if not completion:
+        raise ValueError(f"empty completion in episode {row.get('episode_id')}")
+    keep = max(1, max_length - len(completion))
+    if len(prompt) > keep:
+        prompt = prompt[:1] + prompt[len(prompt) - keep + 1 :]  # keep BOS / first token
+    return prompt + completion, len(prompt)
+
+
+def split_episodes(rows: list[dict], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out whole episodes (rows of one episode share their early observations)."""
+    ids = sorted({r["episode_id"] for r in rows})
+    random.Random(seed).shuffle(ids)
+    n_val = 0 if val_fraction <= 0 or len(ids) < 2 else max(1, round(len(ids) * val_fraction))
+    val_ids = set(ids[:n_val])
+    return [r for r in rows if r["episode_id"] not in val_ids], [
+        r for r in rows if r["episode_id"] in val_ids
+    ]
+
+
+def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch with `loss_mask` = 1 exactly on completion tokens."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    for row, (ids, n_prompt) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        loss_mask[row, n_prompt : len(ids)] = True
+    return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}
+
+
+def micro_batches(
+    lengths: list[int], micro_batch: int, epochs: float, seed: int, group: int = 1
+) -> list[list[int]]:
+    """The run's global order of micro-batches: a fresh shuffle per epoch, seeded. Each run of
+    `group` micro-batches (one optimizer step's worth) is sorted by length before it is cut,
+    so rows of similar length share a micro-batch (less padding, same data per step)."""
+    n_rows = len(lengths)
+    order: list[int] = []
+    epoch = 0
+    while len(order) < epochs * n_rows:
+        perm = list(range(n_rows))
+        random.Random(seed * 1000 + epoch).shuffle(perm)
+        order.extend(perm)
+        epoch += 1
+    order = order[: max(1, math.ceil(epochs * n_rows))]
+    span = micro_batch * group
+    for i in range(0, len(order), span):
+        order[i : i + span] = sorted(order[i : i + span], key=lambda j: lengths[j])
+    return [order[i : i + micro_batch] for i in range(0, len(order), micro_batch)]
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class CompletionLoss(torch.nn.Module):
+    """Wraps the LM so DDP sees one forward: summed NLL of the completion tokens and their count.
+
+    The LM head runs only on positions whose next token is a completion token."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, loss_mask):
+        hidden = hidden_states(self.model, input_ids, attention_mask)
+        targets_mask = loss_mask[:, 1:]
+        logits = logits_for(self.model, hidden[:, :-1], targets_mask)
+        targets = input_ids[:, 1:][targets_mask]
+        nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        return nll, targets.numel()
+
+
+def lr_at(step: int, total: int, args: Args) -> float:
+    """Linear warmup to the peak, then cosine decay to peak x min_lr_ratio (nanoGPT's shape)."""
+    if step < args.warmup_steps:
+        return args.learning_rate * (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, total - args.warmup_steps))
+    ratio = args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return args.learning_rate * ratio
+
+
+def with_lora(model, args: Args):
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = args.lora_targets
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        target_modules=targets, task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(model, config)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def save_policy(model, tokenizer, directory: Path, meta: dict) -> None:
+    """The loadable policy: adapter (or full weights) + tokenizer + webagent.json, atomically."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    if meta.get("adapter") is None:  # full fine-tune: a plain HF directory needs its tokenizer
+        tokenizer.save_pretrained(tmp)
+    (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
+    _replace_dir(tmp, directory, keep=("last", "log.jsonl", "MODEL_CARD.md"))
+
+
+def _replace_dir(tmp: Path, directory: Path, keep: tuple[str, ...] = ()) -> None:
+    """Move tmp's files into directory (files replaced one by one with os.replace)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        if old.name not in keep and old.is_file() and not (tmp / old.name).exists():
+            old.unlink()
+    for f in tmp.iterdir():
+        os.replace(f, directory / f.name)
+    tmp.rmdir()
+
+
+def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None:
+    """Everything a resumed run needs, in OUT/last (written to a temp dir, then swapped in)."""
+    tmp = directory.with_name("last.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+    torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "step": step,
+                "rng": torch.get_rng_state()}, tmp / "state.pt")  # fmt: skip
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    old = directory.with_name("last.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict]:
+    """Restore OUT/last if it was written by a run with the same data and settings."""
+    meta = json.loads((directory / "meta.json").read_text())
+    if meta.get("fingerprint") != fingerprint:
+        diff = {k: (meta.get("fingerprint", {}).get(k), v) for k, v in fingerprint.items()
+                if meta.get("fingerprint", {}).get(k) != v}  # fmt: skip
+        raise ValueError(
+            f"{directory} was written by a different run ({diff}); use another --out or delete it"
+        )
+    state = torch.load(directory / "state.pt", weights_only=False)
+    params = dict(model.named_parameters())
+    for k, v in state["trainable"].items():
+        params[k].data.copy_(v)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state["step"], meta
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> Path:
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from webagent.prompts import format_for
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.grad_accum, cpu=not torch.cuda.is_available()
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    loaded = load(args.model)
+    tokenizer, model = loaded.tokenizer, loaded.model
+    if loaded.kind == "checkpoint":
+        raise ValueError(f"{args.model} is already a policy checkpoint; train from its base model")
+    fmt = format_for(tokenizer, prefer_chat=args.chat, examples=0)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    rows = load_rows(args.demos, fmt, tokenizer)[: args.limit]
+    train_rows, val_rows = split_episodes(rows, args.val_fraction, args.seed)
+    train = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in train_rows]
+    val_rows = random.Random(args.seed).sample(val_rows, min(len(val_rows), args.max_val_rows))
+    val = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in val_rows]
+    lengths = [len(ids) for ids, _ in train]
+    per_step = args.grad_accum * world
+    schedule = micro_batches(lengths, args.micro_batch, args.epochs, args.seed, per_step)
+    total_steps = max(1, len(schedule) // per_step)
+    if args.max_steps is not None:
+        total_steps = args.max_steps
+        while len(schedule) < total_steps * per_step:  # more epochs than --epochs asked for
+            schedule += micro_batches(
+                lengths, args.micro_batch, 1, args.seed + len(schedule), per_step
+            )
+
+    if args.full:
+        model.requires_grad_(True)
+    else:
+        model = with_lora(model, args)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, betas=args.adam_betas,
+                                  weight_decay=args.weight_decay)  # fmt: skip
+    fingerprint = {"data_sha256": file_sha256(args.demos), "model": args.model, "full": args.full,
+                   "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "world": world,
+                   "seed": args.seed, "total_steps": total_steps, "limit": args.limit,
+                   "learning_rate": args.learning_rate, "lora_r": args.lora_r}  # fmt: skip
+    step, log = 0, {"train": [], "val": []}
+    if (out / "last" / "state.pt").exists():
+        step, meta = load_state(out / "last", model, optimizer, fingerprint)
+        log = meta["log"]
+        accelerator.print(f"resuming from {out / 'last'} at step {step}/{total_steps}")
+    wrapped = CompletionLoss(model)
+    wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
+
+    def validate() -> float | None:
+        if not val:
+            return None
+        wrapped.eval()
+        nll, count = torch.zeros(()), torch.zeros(())
+        with torch.no_grad():
+            for i in range(rank * args.micro_batch, len(val), world * args.micro_batch):
+                batch = to_device(
+                    collate(val[i : i + args.micro_batch], pad_id), accelerator.device
+                )
+                s, n = wrapped(**batch)
+                nll, count = nll + s.detach().cpu(), count + n
+        nll, count = accelerator.reduce(nll, "sum"), accelerator.reduce(count, "sum")
+        wrapped.train()
+        return float(nll / count.clamp(min=1))
+
+    meta = {
+        "base_model": args.model,
+        "kind": "bc",
+        "adapter": None if args.full else "lora",
+        "prompt": {"style": fmt.style, "examples": 0},
+        "data": str(args.demos),
+        "data_sha256": fingerprint["data_sha256"],
+        "rows": {"train": len(train), "val": len(val)},
+        "args": {k: v for k, v in asdict(args).items() if k not in ("debug",)},
+        "processes": world,
+    }
+    t_start, tokens_seen = time.time(), 0
+    bar = tqdm(total=total_steps, initial=step, desc="bc", disable=not accelerator.is_main_process,
+               dynamic_ncols=True)  # fmt: skip
+    stop = StopRequest()
+    try:
+        while step < total_steps:
+            lr = lr_at(step, total_steps, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = []
+            first = step * per_step
+            for k in range(args.grad_accum):
+                batch_rows = schedule[first + k * world + rank]
+                batch = to_device(
+                    collate([train[j] for j in batch_rows], pad_id), accelerator.device
+                )
+                with accelerator.accumulate(wrapped):
+                    nll, n = wrapped(**batch)
+                    loss = nll / max(n, 1)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                tokens_seen += int(batch["attention_mask"].sum()) * world
+            step += 1
+            train_loss = float(accelerator.reduce(torch.tensor(sum(losses) / len(losses)), "mean"))
+            log["train"].append([step, round(train_loss, 5), lr])
+            postfix = {
+                "loss": f"{train_loss:.3f}",
+                "tok/s": f"{tokens_seen / (time.time() - t_start):.0f}",
+            }
+            if step % args.eval_every == 0 or step == total_steps:
+                v = validate()
+                if v is not None:
+                    log["val"].append([step, round(v, 5)])
+                    postfix["val"] = f"{v:.3f}"
+            bar.set_postfix(postfix)
+            bar.update(1)
+            if (step % args.save_every == 0 or step == total_steps) and accelerator.is_main_process:
+                save_state(out / "last", unwrap_ddp(accelerator, wrapped).model, optimizer, step,
+                           {"fingerprint": fingerprint, "log": log})  # fmt: skip
+            # Ctrl-C / SIGTERM ends the run between steps, on every process at once
+            if float(accelerator.reduce(torch.tensor(float(stop.requested)), "sum")) > 0:
+                if accelerator.is_main_process:
+                    save_state(out / "last", unwrap_ddp(accelerator, wrapped).model, optimizer,
+                               step, {"fingerprint": fingerprint, "log": log})  # fmt: skip
+                    bar.close()
+                    print(f"\ninterrupted at step {step}/{total_steps}; saved {out / 'last'}; "
+                          "rerun the same command to resume", file=sys.stderr)  # fmt: skip
+                raise KeyboardInterrupt
+            accelerator.wait_for_everyone()
+    finally:
+        bar.close()
+        stop.restore()
+    seconds = time.time() - t_start
+    if accelerator.is_main_process:
+        policy = unwrap_ddp(accelerator, wrapped).model
+        meta.update(steps=step, train_loss=log["train"][-1][1] if log["train"] else None,
+                    val_loss=log["val"][-1][1] if log["val"] else None, losses=log,
+                    seconds_this_session=round(seconds, 1), tokens_this_session=tokens_seen)  # fmt: skip
+        save_policy(policy, tokenizer, out, meta)
+        with open(out / "log.jsonl", "w") as f:
+            for s, loss, lr in log["train"]:
+                f.write(json.dumps({"step": s, "train_loss": loss, "lr": lr}) + "\n")
+            for s, v in log["val"]:
+                f.write(json.dumps({"step": s, "val_loss": v}) + "\n")
+        accelerator.print(
+            f"saved policy -> {out} (train loss {meta['train_loss']}, val loss {meta['val_loss']})"
+        )
+    accelerator.wait_for_everyone()
+    return out
+
+
+class StopRequest:
+    """Turns the first Ctrl-C (or SIGTERM) into a request honoured between optimizer steps, so
+    the checkpoint written on exit is a consistent one; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def unwrap_ddp(accelerator, wrapped) -> CompletionLoss:
+    return accelerator.unwrap_model(wrapped)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv)
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"webagent train bc: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
