@@ -1,8 +1,11 @@
-"""EM on a question set for each mode in one table: closed-book, retrieve-then-read, browsing.
+"""EM on a question set for each mode in one table: closed-book, retrieve-then-read, few-shot
+browsing by the base model, browsing by the behaviour-cloned policy (each browse mode also
+without the admissible-action decoding aid: `-free`, where invalid commands show).
 
     .venv/bin/python bench/eval_modes.py                      # all 300 dev questions (~1 h here)
     .venv/bin/python bench/eval_modes.py --limit 30 --quick   # a smoke run
     .venv/bin/python bench/eval_modes.py --model smollm2-135m --out runs/bench-eval-smol
+    .venv/bin/python bench/eval_modes.py --modes bc bc-free browse-free --limit 100
 
 Each mode is an ordinary resumable `webagent eval` run under --out/<mode>; rerunning continues
 where a previous run stopped. The table is `webagent eval --compare` over the runs.
@@ -25,11 +28,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--dataset", default=str(DEV))
-    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--model", default="gemma3-270m", help="base model (few-shot modes)")
+    ap.add_argument("--policy", default="bc-gemma3-270m", help="trained policy (bc modes)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-eval")
     ap.add_argument("--max-actions", type=int, default=10)
-    ap.add_argument("--modes", nargs="+", default=["closed-book", "rag-3", "browse"])
+    ap.add_argument("--modes", nargs="+", default=["closed-book", "rag-3", "browse", "bc"],
+                    help="closed-book rag-K browse browse-free bc bc-free")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="10 questions, 6 actions")
     args = ap.parse_args()
     if args.quick:
@@ -40,13 +45,16 @@ def main() -> None:
     dirs = []
     for mode in args.modes:
         out = Path(args.out) / mode
-        common = dict(dataset=args.dataset, out=str(out), policy=PolicyArgs(model=args.model),
-                      env=EnvArgs(max_actions=args.max_actions), limit=args.limit)  # fmt: skip
+        free = mode.endswith("-free")
+        model = args.policy if mode.startswith("bc") else args.model
+        common = dict(dataset=args.dataset, out=str(out), limit=args.limit,
+                      policy=PolicyArgs(model=model, admissible_only=not free),
+                      env=EnvArgs(max_actions=args.max_actions))  # fmt: skip
         if mode == "closed-book":
             run(EvalArgs(**common, closed_book=True))
         elif mode.startswith("rag-"):
             run(EvalArgs(**common, rag=int(mode.split("-")[1])))
-        elif mode == "browse":
+        elif mode in ("browse", "browse-free", "bc", "bc-free"):
             run(EvalArgs(**common))
         else:
             raise SystemExit(f"unknown mode {mode}")

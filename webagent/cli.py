@@ -4,6 +4,7 @@
     webagent ask "…" --json --model smollm2-135m --source zim:fixtures/zim/wikipedia_en_ray_charles_mini.zim
     webagent repl                                            # question after question; :drive, :why, :save
     webagent replay episodes.jsonl --html transcript.html    # offline, checks every observation
+    webagent label runs/rm/comparisons.jsonl                 # judge answer pairs: 1, 2, t(ie), s(kip)
 
 Errors print one line and exit non-zero; `--debug` shows the traceback instead.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 import tyro
@@ -33,6 +34,10 @@ class AskArgs:
     """Print one JSON object {question, answer, references, actions} and nothing else."""
     record: str | None = None
     """Append the full episode record to this JSON-lines file."""
+    best_of: int = 1
+    """Sample N episodes (batched) and answer with the one the reward model scores best."""
+    rm: str | None = None
+    """Reward model directory for --best-of (see `webagent train rm`)."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -67,19 +72,25 @@ def ask(args: AskArgs) -> int:
     from env.record import append_jsonl
     from webagent.answers import describe_step, format_answer, to_json
     from webagent.config import load_policy, run_config
-    from webagent.rollout import run_one
 
+    if args.best_of > 1 and not args.rm:
+        raise ValueError("--best-of needs a reward model: --rm DIR (see `webagent train rm`)")
     make_env = args.env.env_factory()
     if not args.json:
         print(f"Loading {args.policy.model} …", file=sys.stderr, flush=True)
     policy = load_policy(args.policy)
+    if args.best_of > 1:
+        return _ask_best_of(args, policy, make_env)
+    from webagent.rollout import run_one
+
     show = (
         None
         if args.json
         else (lambda i, rec, phase: print(describe_step(rec, len(rec.steps) - 1), flush=True))
     )
-    record = run_one(policy, args.question, make_env, run_config(args.policy, batch_size=1),
-                     on_step=show)  # fmt: skip
+    record = run_one(
+        policy, args.question, make_env, run_config(args.policy, batch_size=1), on_step=show
+    )
     if args.record:
         append_jsonl(args.record, [record])
     if args.json:
@@ -87,6 +98,48 @@ def ask(args: AskArgs) -> int:
     else:
         print()
         print(format_answer(record))
+    return 0
+
+
+def _ask_best_of(args: AskArgs, policy, make_env) -> int:
+    """N episodes of the same question in one batch; the reward model picks the answer."""
+    from env.record import append_jsonl
+    from reward.best_of_n import rank
+    from reward.model import RewardScorer
+    from webagent.answers import format_answer, to_json
+    from webagent.config import run_config
+    from webagent.rollout import run_episodes
+
+    temperature = args.policy.temperature or 0.7  # greedy would give N identical episodes
+    config = run_config(args.policy, batch_size=min(args.best_of, 8))
+    config = replace(config, sampling=replace(config.sampling, temperature=temperature))
+    scorer = RewardScorer(args.rm)
+    if not args.json:
+        print(
+            f"Sampling {args.best_of} episodes (temperature {temperature}) …",
+            file=sys.stderr,
+            flush=True,
+        )
+    done = dict(run_episodes(policy, [args.question] * args.best_of, make_env, config))
+    records = [done[i] for i in range(args.best_of)]
+    ranked = rank(args.question, records, scorer)
+    best = records[ranked.best]
+    if args.record:
+        append_jsonl(args.record, records)
+    candidates = [{"answer": r.answer, "score": s, "actions": len([x for x in r.steps if x.phase == "browse"])}
+                  for r, s in zip(records, ranked.scores, strict=True)]  # fmt: skip
+    if args.json:
+        print(
+            json.dumps(
+                {**to_json(best), "best": ranked.best, "candidates": candidates}, ensure_ascii=False
+            )
+        )
+    else:
+        for i, c in enumerate(candidates):
+            mark = "*" if i == ranked.best else " "
+            print(f"{mark} {c['score']:+.3f}  {c['answer'] or '(no answer)'}")
+        print()
+        print(format_answer(best))
     return 0
 
 
@@ -213,16 +266,96 @@ def demos(args: DemosArgs) -> int:
     return 0
 
 
+@dataclass
+class CompareArgs:
+    """Sample K episodes per question and pair their answers into comparisons (gold-judged or for `label`)."""
+
+    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """Questions (any layout `eval` reads). Use training questions, never the evaluation set."""
+    out: str = "runs/rm/comparisons.jsonl"
+    """Comparisons are appended here; episodes go beside it (*.episodes.jsonl); reruns resume."""
+    policy: PolicyArgs = field(default_factory=lambda: PolicyArgs(temperature=0.7))
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
+    samples: int = 4
+    """Episodes per question (K): up to K(K-1)/2 comparisons."""
+    judge: str = "gold"
+    """gold: label by the answer aliases now; none: leave for a person (`webagent label`)."""
+    limit: int | None = None
+    batch: int = 8
+    debug: bool = False
+    """Show tracebacks."""
+
+
+def compare_cmd(args: CompareArgs) -> int:
+    from tqdm import tqdm
+
+    from webagent.compare import done_questions, record_question
+    from webagent.config import load_policy, run_config
+    from webagent.datasets import load_questions
+    from webagent.rollout import Task, run_episodes
+
+    if args.judge not in ("gold", "none"):
+        raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
+    if args.samples < 2:
+        raise ValueError("--samples must be at least 2 to make pairs")
+    questions = load_questions(args.dataset)[: args.limit]
+    done = done_questions(args.out)
+    todo = [q for q in questions if q.id not in done]
+    policy = load_policy(args.policy)
+    k = args.samples
+    position = {q.id: n for n, q in enumerate(questions)}
+    tasks = [Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
+             for q in todo for j in range(k)]  # fmt: skip
+    pending: dict[int, dict] = {}
+    total = 0
+    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare", unit="q")
+    for i, record in run_episodes(
+        policy, tasks, args.env.env_factory(), run_config(args.policy, args.batch)
+    ):
+        qi, j = divmod(i, k)
+        pending.setdefault(qi, {})[j] = record
+        if len(pending[qi]) == k:
+            group = pending.pop(qi)
+            total += record_question(args.out, todo[qi], [group[x] for x in range(k)], args.judge)
+            bar.update(1)
+            bar.set_postfix(comparisons=total)
+    bar.close()
+    print(f"{total} comparisons from {len(todo)} questions -> {args.out}")
+    return 0
+
+
+@dataclass
+class LabelArgs:
+    """Label comparisons in the terminal: two answers side by side, one key each; reruns resume."""
+
+    file: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="FILE")]
+    """Comparisons (JSON lines, e.g. from `webagent compare --judge none`); labels go beside it."""
+    labeler: str = "human"
+    """Name recorded with each label."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+def label_cmd(args: LabelArgs) -> int:
+    from reward.label import label, labels_path
+
+    label(args.file, labeler=args.labeler)
+    print(f"labels are saved in {labels_path(args.file)}")
+    return 0
+
+
 COMMANDS = {
     "ask": (AskArgs, ask),
     "repl": (ReplArgs, repl),
     "replay": (ReplayArgs, replay),
     "eval": (EvalCliArgs, evaluate),
     "demos": (DemosArgs, demos),
+    "compare": (CompareArgs, compare_cmd),
+    "label": (LabelArgs, label_cmd),
 }
 
 
-TRAINERS = {"bc": "webagent.train_bc"}
+TRAINERS = {"bc": "webagent.train_bc", "rm": "reward.train_rm"}
 """`webagent train NAME …` runs the trainer module's own CLI (one file per algorithm)."""
 
 
@@ -234,6 +367,19 @@ def train(argv: list[str]) -> int:
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     module = importlib.import_module(TRAINERS[argv[0]])
     sys.argv[0] = f"webagent train {argv[0]}"
+    if argv[0] == "rm":  # reward/ knows HF directories only; webagent resolves its model names
+        args = tyro.cli(module.Args, args=argv[1:])
+        try:
+            from webagent.models import body_dir
+
+            args.model = str(body_dir(args.model))
+            module.main(args)
+        except Exception as exc:
+            if args.debug:
+                raise
+            print(f"webagent train rm: error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     return module.cli(argv[1:])
 
 

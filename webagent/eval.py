@@ -134,14 +134,76 @@ class CorpusIndex:
 # ----------------------------------------------------------------------------- runs
 
 
-def _rows_browse(args: EvalArgs, questions: list[Question]) -> Iterator[tuple[Question, dict]]:
+def _rows_browse(
+    args: EvalArgs, questions: list[Question], positions: dict[str, int] | None = None
+) -> Iterator[tuple[Question, dict]]:
+    """Episodes for the questions; `positions` (index in the whole question set) fixes each
+    episode's seed, so a resumed run samples exactly what an uninterrupted one would."""
+    positions = positions or {q.id: i for i, q in enumerate(questions)}
     policy = load_policy(args.policy)
     make_env = args.env.env_factory()
     cache = PageCache(args.env.page_cache)
-    tasks = [Task(q.question, {"question_id": q.id}) for q in questions]
+    n = max(1, args.best_of)
+    tasks = [
+        Task(q.question, {"question_id": q.id, "candidate": k}) for q in questions for k in range(n)
+    ]
     config = run_config(args.policy, batch_size=args.batch)
+    if n == 1:
+        for i, record in run_episodes(policy, tasks, make_env, config):
+            yield questions[i], episode_row(questions[i], record, cache)
+        return
+    from reward.model import RewardScorer
+
+    scorer = RewardScorer(args.rm)
+    pending: dict[int, dict[int, EpisodeRecord]] = {}
     for i, record in run_episodes(policy, tasks, make_env, config):
-        yield questions[i], episode_row(questions[i], record, cache)
+        qi, k = divmod(i, n)
+        pending.setdefault(qi, {})[k] = record
+        if len(pending[qi]) == n:
+            group = pending.pop(qi)
+            records = [group[j] for j in range(n)]
+            yield questions[qi], best_of_row(questions[qi], records, scorer, cache)
+
+
+def best_of_row(question: Question, records: list[EpisodeRecord], scorer, cache) -> dict:
+    """The best-scored candidate's row, with every candidate's answer, score and metrics (so
+    best-of-k for any k <= n can be read off the same run: `best_of_curve`)."""
+    from reward.best_of_n import rank
+
+    t0 = time.perf_counter()
+    ranked = rank(question.question, records, scorer)
+    scoring = time.perf_counter() - t0
+    rows = [episode_row(question, r, cache) for r in records]
+    best = dict(rows[ranked.best])
+    best["candidates"] = [
+        {"answer": row["answer"], "score": s, "em": row["em"], "supported": row["supported"],
+         "actions": row["actions"], "seconds": row["seconds"] + scoring / len(records)}
+        for row, s in zip(rows, ranked.scores, strict=True)
+    ]  # fmt: skip
+    best["best"] = ranked.best
+    best["seconds"] = sum(c["seconds"] for c in best["candidates"])
+    return best
+
+
+def best_of_curve(rows: list[dict]) -> list[dict]:
+    """EM and seconds per question of best-of-k for k = 1, 2, 4, … n, from runs that kept all
+    candidates (the first k candidates of each question, the reward model picking)."""
+    from reward.best_of_n import pick
+
+    n = min((len(r["candidates"]) for r in rows if r.get("candidates")), default=0)
+    out = []
+    k = 1
+    while k <= n:
+        ems, secs, oracle = [], [], []
+        for r in rows:
+            cands = r["candidates"][:k]
+            ems.append(cands[pick([c["score"] for c in cands])]["em"])
+            oracle.append(max(c["em"] for c in cands))
+            secs.append(sum(c["seconds"] for c in cands))
+        out.append({"k": k, "em": sum(ems) / len(ems), "oracle_em": sum(oracle) / len(oracle),
+                    "seconds_per_question": sum(secs) / len(secs)})  # fmt: skip
+        k *= 2
+    return out
 
 
 def _rows_prompted(args: EvalArgs, questions: list[Question]) -> Iterator[tuple[Question, dict]]:
@@ -180,10 +242,10 @@ def run(args: EvalArgs) -> Path:
     """Evaluate (resuming if the run directory has results) and write the reports."""
     if args.dataset is None:
         raise ValueError("give a dataset to evaluate, or --compare DIR DIR ...")
-    if args.best_of > 1:
-        raise ValueError(
-            "--best-of needs a reward model (--rm DIR), which this version does not build yet"
-        )
+    if args.best_of > 1 and not args.rm:
+        raise ValueError("--best-of needs a reward model: --rm DIR (see `webagent train rm`)")
+    if args.best_of > 1 and args.policy.temperature == 0:
+        raise ValueError("--best-of needs sampling: give --temperature > 0 (e.g. 0.7)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     questions = load_questions(args.dataset)[: args.limit]
@@ -212,7 +274,9 @@ def run(args: EvalArgs) -> Path:
     )
     ems = [row["em"] for row in finished]
     rows = (
-        _rows_prompted(args, todo) if (args.closed_book or args.rag) else _rows_browse(args, todo)
+        _rows_prompted(args, todo)
+        if (args.closed_book or args.rag)
+        else _rows_browse(args, todo, {q.id: i for i, q in enumerate(questions)})
     )
     if todo:
         for q, row in rows:
@@ -244,6 +308,9 @@ def summarize(rows: list[dict], settings: dict) -> dict:
         "seen_answer": mean("seen_answer") if any(r.get("seen_answer") is not None for r in rows) else None,
         "in_corpus": mean("in_corpus") if any(r.get("in_corpus") is not None for r in rows) else None,
     }  # fmt: skip
+    curve = best_of_curve(rows) if any(r.get("candidates") for r in rows) else None
+    if curve:
+        summary["best_of_curve"] = curve
     return {**summary, "mode": settings["mode"], "model": settings["model"], "data": settings["dataset"],
             "settings": settings}  # fmt: skip
 
@@ -268,11 +335,22 @@ def write_reports(out: Path, settings: dict) -> dict:
               f"Data: `{settings['dataset']}` ({summary['n']} questions)", "", _table([(settings["mode"], summary)]), "",
               "`seen_answer`: an alias occurs in a page the agent saw (or the pasted passages); "
               "`in_corpus`: it occurs anywhere in the corpus — the coverage bounds.", "",
+              *_curve_table(summary.get("best_of_curve")),
               "![accuracy by number of actions](plot.png)", "", "Settings:", "```json",
               json.dumps(settings, indent=2), "```"]  # fmt: skip
     (out / "report.md").write_text("\n".join(report) + "\n")
     _plot_by_actions(rows, out / "plot.png", settings["mode"])
     return summary
+
+
+def _curve_table(curve: list[dict] | None) -> list[str]:
+    if not curve:
+        return []
+    lines = ["Best-of-k from the same candidates (reward model picks; `oracle`: any candidate right):",
+             "", "| k | EM | oracle EM | s/question |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {c['k']} | {c['em']:.3f} | {c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |"
+              for c in curve]  # fmt: skip
+    return [*lines, ""]
 
 
 def _plot_by_actions(rows: list[dict], path: Path, title: str) -> None:

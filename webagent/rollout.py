@@ -42,6 +42,10 @@ class Task:
 
     question: str
     meta: dict = field(default_factory=dict)
+    seed: int | None = None
+    """Sampling seed of this episode; default `sampling.seed + task index`. Callers that resume
+    give each task its position in the whole job, so a resumed run samples what an
+    uninterrupted one would have."""
 
 
 @dataclass
@@ -75,7 +79,7 @@ def run_episodes(
         while pending and len(slots) < config.batch_size:
             i, task = pending.pop()
             env = make_env()
-            seed = config.sampling.seed + i
+            seed = config.sampling.seed + (i if task.seed is None else task.seed)
             obs, _ = env.reset(task.question, seed=seed, options={"meta": task.meta})
             slots.append(_Slot(i, task, env, obs, seed))
 

@@ -1,0 +1,261 @@
+"""Reward model training on comparisons: Bradley-Terry with soft labels.
+
+    webagent train rm runs/rm/comparisons.jsonl --out runs/rm/minilm --model all-minilm-l6-v2
+
+One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
+- **Model**: `reward.model.RewardModel` (body + scalar head) over `reward.text.reward_text`.
+- **Loss**: P(answer 0 better) = sigmoid(r0 - r1); binary cross-entropy against the comparison's
+  preference, so a tie (0.5) pulls the two rewards together instead of being thrown away.
+- **Validation**: whole questions are held out. Accuracy counts non-tied comparisons where the
+  higher reward goes to the preferred answer. Next to it, two length-bias baselines human
+  raters are known to fall for: "prefer the longer answer" and "prefer more quotes" (a length
+  tie counts half), and the correlation between reward and answer length.
+- **Checkpoints**: the model is saved after every epoch (OUT/last holds the optimizer too); a
+  rerun with the same OUT resumes at the next epoch. The final model and its metrics go to OUT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import tyro
+
+from reward.comparisons import Comparison, read_comparisons
+from reward.label import labels_path, merged
+from reward.model import RewardModel, encode, prepare_tokenizer
+from reward.text import reward_text
+
+
+@dataclass
+class Args:
+    """Train a reward model on labeled comparisons."""
+
+    comparisons: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="COMPARISONS")]
+    """JSON lines of comparisons with a preference (unlabeled and skipped ones are ignored); a
+    person's labels beside it (FILE.labels.jsonl from `webagent label`) take precedence."""
+    out: str = "runs/rm/model"
+    model: str = "gemma3-270m"
+    """Body: a HF model directory (`webagent train rm` also accepts webagent's model names)."""
+    lora: bool = False
+    """Train LoRA adapters on the body (merged into it when saved) instead of every weight."""
+    lora_r: int = 16
+    epochs: int = 2
+    batch_size: int = 8
+    """Comparisons per optimizer step (2 x this many texts)."""
+    learning_rate: float = 3e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 384
+    """Tokens per reward text (the quotes are capped first; the answer is never cut)."""
+    val_fraction: float = 0.15
+    """Share of questions held out."""
+    seed: int = 0
+    debug: bool = False
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def split_by_question(items: list[Comparison], val_fraction: float, seed: int):
+    questions = sorted({c.question for c in items})
+    random.Random(seed).shuffle(questions)
+    n_val = 0 if len(questions) < 2 else max(1, round(len(questions) * val_fraction))
+    held = set(questions[:n_val])
+    return [c for c in items if c.question not in held], [c for c in items if c.question in held]
+
+
+def bt_loss(r0: torch.Tensor, r1: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry cross-entropy with soft labels: -p log s(r0-r1) - (1-p) log s(r1-r0)."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(r0 - r1, preference)
+
+
+def _pick(a: float, b: float) -> float:
+    """1 if a > b, 0 if a < b, 0.5 on a tie."""
+    return 1.0 if a > b else 0.0 if a < b else 0.5
+
+
+def agreement(items: list[Comparison], r0: list[float], r1: list[float]) -> dict[str, float]:
+    """Accuracy on non-tied comparisons for the model and the two length-bias baselines, and
+    the Pearson correlation between reward and answer length (characters)."""
+    rows = [(c, a, b) for c, a, b in zip(items, r0, r1, strict=True) if not c.is_tie]
+    if not rows:
+        return {"n": 0}
+
+    def acc(score) -> float:
+        hits = 0.0
+        for c, a, b in rows:
+            p = score(c, a, b)
+            hits += p if c.preference > 0.5 else 1 - p
+        return hits / len(rows)
+
+    rewards = [x for pair in zip(r0, r1, strict=True) for x in pair]
+    lengths = [float(len(a.text)) for c in items for a in (c.answer_0, c.answer_1)]
+    return {
+        "n": len(rows),
+        "accuracy": acc(lambda c, a, b: _pick(a, b)),
+        "longer_answer_accuracy": acc(lambda c, a, b: _pick(len(c.answer_0.text), len(c.answer_1.text))),
+        "more_quotes_accuracy": acc(lambda c, a, b: _pick(len(c.answer_0.quotes), len(c.answer_1.quotes))),
+        "reward_length_correlation": pearson(rewards, lengths),
+    }  # fmt: skip
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    n = len(xs)
+    if n < 2:
+        return float("nan")
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
+    return sxy / (sx * sy) if sx and sy else float("nan")
+
+
+@torch.no_grad()
+def rewards_of(
+    model, tokenizer, items: list[Comparison], args: Args
+) -> tuple[list[float], list[float]]:
+    model.eval()
+    r0: list[float] = []
+    r1: list[float] = []
+    for i in range(0, len(items), args.batch_size):
+        chunk = items[i : i + args.batch_size]
+        texts = [reward_text(c.question, c.answer_0) for c in chunk] + [
+            reward_text(c.question, c.answer_1) for c in chunk
+        ]
+        batch = encode(tokenizer, texts, args.max_length)
+        r = model(batch["input_ids"], batch["attention_mask"]).float().tolist()
+        r0 += r[: len(chunk)]
+        r1 += r[len(chunk) :]
+    model.train()
+    return r0, r1
+
+
+def main(args: Args) -> dict:
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    # a person's labels (`webagent label`, kept beside the file) override the file's own
+    labeled = (
+        merged(args.comparisons)
+        if labels_path(args.comparisons).exists()
+        else read_comparisons(args.comparisons)
+    )
+    items = [c for c in labeled if c.preference is not None]
+    if not items:
+        raise ValueError(f"{args.comparisons} holds no labeled comparisons")
+    train, val = split_by_question(items, args.val_fraction, args.seed)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(args.model, local_files_only=True))
+    model = RewardModel.from_body(args.model)
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model.body = get_peft_model(model.body, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r,
+                                                           target_modules="all-linear"))  # fmt: skip
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup_steps:
+            return args.learning_rate * (step + 1) / args.warmup_steps
+        progress = (step - args.warmup_steps) / max(1, total - args.warmup_steps)
+        return args.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    fingerprint = {"data_sha256": file_sha256(args.comparisons), "model": args.model,
+                   "lora": args.lora, "epochs": args.epochs, "batch_size": args.batch_size,
+                   "learning_rate": args.learning_rate, "seed": args.seed}  # fmt: skip
+    start_epoch, history = 0, []
+    state_path = out / "last" / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if state["fingerprint"] != fingerprint:
+            raise ValueError(f"{out / 'last'} was written by a different run; use another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"], state["history"]
+        torch.set_rng_state(state["rng"])
+        print(f"resuming from {out / 'last'} after epoch {start_epoch}/{args.epochs}")
+
+    t0 = time.time()
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, args.epochs):
+        order = list(range(len(train)))
+        random.Random(args.seed * 1000 + epoch).shuffle(order)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{args.epochs}", dynamic_ncols=True
+        )
+        losses = []
+        for k in bar:
+            chunk = [train[j] for j in order[k * args.batch_size : (k + 1) * args.batch_size]]
+            texts = [reward_text(c.question, c.answer_0) for c in chunk] + [
+                reward_text(c.question, c.answer_1) for c in chunk
+            ]
+            batch = encode(tokenizer, texts, args.max_length)
+            r = model(batch["input_ids"], batch["attention_mask"])
+            pref = torch.tensor([c.preference for c in chunk], dtype=r.dtype)
+            loss = bt_loss(r[: len(chunk)], r[len(chunk) :], pref)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        metrics = agreement(val, *rewards_of(model, tokenizer, val, args)) if val else {}
+        history.append(
+            {"epoch": epoch + 1, "train_loss": sum(losses) / max(1, len(losses)), **metrics}
+        )
+        print(json.dumps(history[-1]))
+        tmp = out / "last.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                    "history": history, "fingerprint": fingerprint, "rng": torch.get_rng_state()},
+                   tmp / "state.pt")  # fmt: skip
+        shutil.rmtree(out / "last", ignore_errors=True)
+        tmp.rename(out / "last")
+
+    final = history[-1] if history else {}
+    meta = {"base_model": args.model, "max_length": args.max_length, "data": args.comparisons,
+            "data_sha256": fingerprint["data_sha256"], "comparisons": {"train": len(train), "val": len(val)},
+            "validation": {k: v for k, v in final.items() if k not in ("epoch", "train_loss")},
+            "history": history, "args": asdict(args), "seconds_this_session": round(time.time() - t0, 1)}  # fmt: skip
+    model.save(out, tokenizer, meta)
+    print(f"saved reward model -> {out}")
+    return meta
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv)
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"webagent train rm: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

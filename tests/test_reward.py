@@ -1,0 +1,278 @@
+"""Comparisons, the reward model and best-of-n, on tiny models and real episodes."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import save_tiny
+
+from env.observation import SavedQuote
+from env.record import EpisodeRecord, read_jsonl
+from reward.best_of_n import pick, rank
+from reward.comparisons import (
+    Comparison,
+    ComparisonError,
+    from_webgpt,
+    read_comparisons,
+    read_webgpt,
+    to_trl,
+    write_comparisons,
+)
+from reward.model import RewardModel, RewardScorer
+from reward.text import Answer, Quote, reward_text
+from reward.train_rm import Args, agreement, bt_loss
+from reward.train_rm import main as train_rm
+from webagent.compare import gold_preference, gold_rank, pairs
+from webagent.datasets import Question
+
+BIN = Path(sys.executable).parent
+
+# The public openai/webgpt_comparisons layout (one row per comparison; field names and shapes as
+# in the dataset card: question.{dataset,id,full_text}, quotes_i.{title,extract} lists, answer_i,
+# tokens_i, score_i in [-1, 1] with score_1 = -score_0).
+WEBGPT_ROWS = [
+    {"question": {"dataset": "eli5", "id": "q1", "full_text": "Why is the sky blue?"},
+     "quotes_0": {"title": ["Rayleigh scattering - Wikipedia"], "extract": ["Rayleigh scattering ... shorter wavelengths"]},
+     "answer_0": "Because of Rayleigh scattering [1].", "tokens_0": [], "score_0": 1.0,
+     "quotes_1": {"title": [], "extract": []}, "answer_1": "It reflects the ocean.", "tokens_1": [],
+     "score_1": -1.0},
+    {"question": {"dataset": "triviaqa", "id": "q2", "full_text": "Which river flows through Baghdad?"},
+     "quotes_0": {"title": ["Tigris"], "extract": ["The Tigris flows through Baghdad."]},
+     "answer_0": "Tigris [1]", "tokens_0": [], "score_0": 0.0,
+     "quotes_1": {"title": ["Baghdad"], "extract": ["Baghdad lies on the Tigris."]},
+     "answer_1": "The Tigris [1]", "tokens_1": [], "score_1": 0.0},
+]  # fmt: skip
+
+
+def answer(text: str, *extracts: str) -> Answer:
+    return Answer(text, tuple(Quote(f"Page {i}", e) for i, e in enumerate(extracts)))
+
+
+def test_soft_label_loss_handles_ties():
+    r = torch.tensor([0.0, 2.0, -1.0], requires_grad=True)
+    s = torch.tensor([0.0, 0.0, 0.0])
+    loss = bt_loss(r, s, torch.tensor([0.5, 0.5, 1.0]))
+    per_row = [math.log(2), 2 * 0.5 + math.log1p(math.exp(-2)), math.log1p(math.exp(1))]
+    assert loss.item() == pytest.approx(sum(per_row) / 3, abs=1e-5)
+    loss.backward()
+    assert r.grad[0].item() == pytest.approx(0.0, abs=1e-7), (
+        "a tie between equal rewards is at rest"
+    )
+    assert r.grad[1].item() > 0, "a tie pulls a higher reward down towards its partner"
+    assert r.grad[2].item() < 0, "a preferred answer's reward is pushed up"
+
+
+def test_webgpt_import_and_trl_export(tmp_path):
+    path = tmp_path / "webgpt.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in WEBGPT_ROWS))
+    comps = list(read_webgpt(path))
+    assert [c.preference for c in comps] == [1.0, 0.5] and comps[0].labeler == "webgpt"
+    assert comps[0].answer_0.quotes[0].title == "Rayleigh scattering - Wikipedia"
+    assert comps[0].answer_1.quotes == () and comps[1].meta["dataset"] == "triviaqa"
+    as_list = tmp_path / "webgpt.json"
+    as_list.write_text(json.dumps(WEBGPT_ROWS))
+    assert [c.id for c in read_webgpt(as_list)] == [c.id for c in comps]
+    trl = [to_trl(c) for c in comps]
+    assert trl[1] is None, "TRL's chosen/rejected cannot express a tie"
+    assert (
+        "Rayleigh" in trl[0]["chosen"] and "ocean" in trl[0]["rejected"] and trl[0]["margin"] == 1.0
+    )
+    assert trl[0]["chosen"] == reward_text(comps[0].question, comps[0].answer_0)
+    out = tmp_path / "c.jsonl"
+    write_comparisons(out, comps)
+    assert [c.to_dict() for c in read_comparisons(out)] == [c.to_dict() for c in comps]
+    bad = dict(WEBGPT_ROWS[0], score_0="high")
+    with pytest.raises(ComparisonError, match="webgpt_comparisons"):
+        from_webgpt(bad)
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(ComparisonError, match="bad.jsonl: record 1"):
+        read_comparisons(tmp_path / "bad.jsonl")
+    with pytest.raises(ComparisonError, match="preference"):
+        Comparison("q", answer("a"), answer("b"), preference=1.5)
+
+
+def test_reward_text_is_one_layout():
+    text = reward_text("Q?", answer("Tigris [1]", "The Tigris " + "x" * 2000))
+    assert text.startswith("Question: Q?\nQuotes:\n[1] Page 0: The Tigris")
+    assert text.endswith("\nAnswer: Tigris [1]") and len(text) < 800
+    assert "(none)" in reward_text("Q?", answer("")) and "(no answer)" in reward_text(
+        "Q?", answer("")
+    )
+
+
+def test_gold_judge_ranks_supported_over_unsupported_over_wrong():
+    def rec(ans, extract):
+        return EpisodeRecord("e" + ans, "Which river flows through Baghdad?", "wiki",
+                             quotes=[SavedQuote(1, "T", "u", extract)], answer=ans)  # fmt: skip
+
+    aliases = ("Tigris",)
+    good, unsupported, wrong = (
+        rec("Tigris [1]", "The Tigris flows."),
+        rec("Tigris [1]", "A river."),
+        rec("Nile [1]", "The Nile."),
+    )
+    assert [gold_rank(r, aliases) for r in (good, unsupported, wrong)] == [2, 1, 0]
+    assert (
+        gold_preference(2, 1) == 1.0
+        and gold_preference(0, 1) == 0.0
+        and gold_preference(1, 1) == 0.5
+    )
+    q = Question("q", "Which river flows through Baghdad?", "Tigris", aliases)
+    comps = pairs(q, [good, unsupported, wrong, rec("Tigris [1]", "The Tigris flows.")])
+    assert len(comps) == 5, "identical answers are not compared"
+    assert [c.preference for c in comps[:3]] == [1.0, 1.0, 1.0] and comps[0].labeler == "gold"
+
+
+@pytest.fixture(scope="module")
+def tiny_body(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny-body"))
+
+
+def synthetic(n: int) -> list[Comparison]:
+    """Right answers say Tigris, wrong ones Nile; lengths vary independently of quality."""
+    out = []
+    for i in range(n):
+        q = f"Which river flows through Baghdad? ({i})"
+        right = answer("Tigris [1]" + " river" * (i % 3), "The Tigris flows through Baghdad.")
+        wrong = answer("Nile [1]" + " river" * ((i + 1) % 3), "The Nile flows through Cairo.")
+        pair = (right, wrong, 1.0) if i % 2 else (wrong, right, 0.0)
+        out.append(Comparison(q, *pair, labeler="gold"))
+    out.append(Comparison("Tie?", answer("Tigris"), answer("Tigris [1]"), 0.5, "gold"))
+    return out
+
+
+def test_reward_model_learns_and_resumes(tiny_body, tmp_path):
+    data = tmp_path / "comparisons.jsonl"
+    write_comparisons(data, synthetic(48))
+    args = Args(comparisons=str(data), out=str(tmp_path / "rm"), model=str(tiny_body), epochs=6,
+                batch_size=8, learning_rate=3e-3, warmup_steps=2, val_fraction=0.25)  # fmt: skip
+    meta = train_rm(args)
+    val = meta["validation"]
+    assert val["n"] >= 8 and val["accuracy"] >= 0.9, meta["history"]
+    assert {"longer_answer_accuracy", "more_quotes_accuracy", "reward_length_correlation"} <= set(
+        val
+    )
+    scorer = RewardScorer(tmp_path / "rm")
+    good, bad = scorer.score("Which river flows through Baghdad? (99)",
+                             [answer("Tigris [1]", "The Tigris flows through Baghdad."),
+                              answer("Nile [1]", "The Nile flows through Cairo.")])  # fmt: skip
+    assert good > bad
+    assert json.loads((tmp_path / "rm" / "reward.json").read_text())["pooling"] == "last"
+    # a rerun with the same --out resumes after the last finished epoch (here: all of them)
+    again = subprocess.run([str(BIN / "webagent"), "train", "rm", str(data), "--out", str(tmp_path / "rm"),
+                            "--model", str(tiny_body), "--epochs", "6", "--batch-size", "8",
+                            "--learning-rate", "3e-3", "--warmup-steps", "2", "--val-fraction", "0.25"],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from" in again.stdout and "after epoch 6/6" in again.stdout
+
+
+def test_agreement_counts_baselines_and_skips_ties():
+    comps = synthetic(4)
+    # preferences: 0, 1, 0, 1 (answer 1, 0, 1, 0 better), then a tie the model gets "wrong"
+    r0 = [0.0, 1.0, 1.0, 1.0, 3.0]
+    r1 = [1.0, 0.0, 0.0, 0.0, -3.0]
+    m = agreement(comps, r0, r1)
+    assert m["n"] == 4, "the tie is excluded from accuracy"
+    assert m["accuracy"] == 0.75 and 0 <= m["longer_answer_accuracy"] <= 1
+    assert m["more_quotes_accuracy"] == 0.5, "equal quote counts score half"
+
+
+def test_best_of_n_picks_the_top_scored_candidate(tiny_body):
+    assert pick([0.1, 0.7, 0.7, -1.0]) == 1, "the first of equal best scores"
+    assert pick([2.0]) == 0
+    with pytest.raises(ValueError):
+        pick([])
+
+    class Fixed:
+        def score(self, question, answers):
+            return [float(len(a.text)) for a in answers]
+
+    records = [
+        EpisodeRecord(str(i), "q", "wiki", answer=a) for i, a in enumerate(["ab", "abcd", "abc"])
+    ]
+    ranked = rank("q", records, Fixed())
+    assert ranked.best == 1 and ranked.scores == [2.0, 4.0, 3.0]
+
+
+@pytest.fixture
+def cli_env(tmp_path, index_dir) -> dict:
+    cache = tmp_path / "cache"
+    shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)
+    return {**os.environ, "WEBAGENT_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture
+def tiny_rm(tiny_body, tmp_path) -> Path:
+    model = RewardModel.from_body(tiny_body)
+    from transformers import AutoTokenizer
+
+    from reward.model import prepare_tokenizer
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_body))
+    model.save(tmp_path / "rm", tok, {"base_model": str(tiny_body), "max_length": 256})
+    return tmp_path / "rm"
+
+
+def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_path, wiki):
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question_id": f"q{i}", "question": q, "answer": {"value": a, "aliases": [a]}}) + "\n"
+                            for i, (q, a) in enumerate([("Which river flows through Baghdad?", "Tigris"),
+                                                        ("Who painted the Mona Lisa?", "Leonardo da Vinci")])))  # fmt: skip
+    out = tmp_path / "comparisons.jsonl"
+    cmd = [str(BIN / "webagent"), "compare", str(data), "--model", str(tiny_body), "--examples", "1",
+           "--samples", "3", "--max-actions", "3", "--out", str(out)]  # fmt: skip
+    first = subprocess.run(
+        [*cmd, "--limit", "1"], env=cli_env, capture_output=True, text=True, timeout=600
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "from 1 questions" in second.stdout, "the first question is not sampled again"
+    episodes = [
+        EpisodeRecord.from_dict(r)
+        for r in read_jsonl(str(out).replace(".jsonl", ".episodes.jsonl"))
+    ]
+    assert len(episodes) == 6 and len({e.seed for e in episodes}) == 6
+    by_id = {e.id: e for e in episodes}
+    for c in read_comparisons(out) if out.exists() else []:
+        a, b = (by_id[i] for i in c.meta["episodes"])
+        aliases = ["Tigris"] if "Baghdad" in c.question else ["Leonardo da Vinci"]
+        assert c.preference == gold_preference(gold_rank(a, aliases), gold_rank(b, aliases))
+
+    run = tmp_path / "eval"
+    ev = subprocess.run([str(BIN / "webagent"), "eval", str(data), "--model", str(tiny_body), "--examples", "1",
+                         "--max-actions", "3", "--best-of", "3", "--rm", str(tiny_rm), "--temperature", "1.0",
+                         "--out", str(run)], env=cli_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    rows = list(read_jsonl(run / "results.jsonl"))
+    assert len(rows) == 2
+    scorer = RewardScorer(tiny_rm)
+    for row in rows:
+        scores = [c["score"] for c in row["candidates"]]
+        assert len(scores) == 3 and row["best"] == pick(scores)
+        assert row["answer"] == row["candidates"][row["best"]]["answer"]
+        ep = EpisodeRecord.from_dict(row["episode"])
+        assert scorer.score(ep.question, [Answer.from_record(ep)])[0] == pytest.approx(
+            max(scores), abs=1e-4
+        )
+    summary = json.loads((run / "summary.json").read_text())
+    assert [c["k"] for c in summary["best_of_curve"]] == [1, 2]
+    no_rm = subprocess.run([str(BIN / "webagent"), "eval", str(data), "--best-of", "2", "--out", str(tmp_path / "x")],
+                           env=cli_env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert no_rm.returncode == 1 and "--rm" in no_rm.stderr
+
+    ask = subprocess.run([str(BIN / "webagent"), "ask", "Which river flows through Baghdad?", "--model", str(tiny_body),
+                          "--examples", "1", "--max-actions", "3", "--best-of", "2", "--rm", str(tiny_rm), "--json"],
+                         env=cli_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert ask.returncode == 0, ask.stderr[-2000:]
+    obj = json.loads(ask.stdout)
+    assert len(obj["candidates"]) == 2 and obj["best"] == pick(
+        [c["score"] for c in obj["candidates"]]
+    )
