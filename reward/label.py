@@ -19,7 +19,7 @@ from pathlib import Path
 
 from env.record import append_jsonl, read_jsonl
 from reward.comparisons import Comparison, read_comparisons
-from reward.text import Answer
+from reward.text import Answer, clip
 
 KEYS = "1 = left better, 2 = right better, t = tie, s = skip, q = quit, ? = help"
 HELP = """\
@@ -31,8 +31,6 @@ Which answer is better? Judge as WebGPT's labelers did, in this order:
   s  skip: you cannot judge this pair (it is not asked again)
   q  quit (also Ctrl-D or Ctrl-C); every answer is already saved and rerunning resumes"""
 CHOICES = {"1": 1.0, "2": 0.0, "t": 0.5}
-MAX_QUOTE_CHARS = 600
-"""Quotes are cut like `reward.text.reward_text` cuts them: the person sees what the model sees."""
 
 
 def labels_path(path: str | Path) -> Path:
@@ -72,11 +70,8 @@ def _column(title: str, answer: Answer, width: int) -> list[str]:
     if not answer.quotes:
         lines.append("(none)")
     for n, q in enumerate(answer.quotes, start=1):
-        extract = " ".join(q.extract.split())
-        if len(extract) > MAX_QUOTE_CHARS:
-            extract = extract[: MAX_QUOTE_CHARS - 1] + "…"
         lines += textwrap.wrap(
-            f"[{n}] {q.title.strip()}: {extract}", width, subsequent_indent="    "
+            f"[{n}] {q.title.strip()}: {clip(q.extract)}", width, subsequent_indent="    "
         )
     return lines
 

@@ -41,16 +41,22 @@ class Answer:
         return cls(str(data.get("text") or ""), tuple(Quote(**q) for q in data.get("quotes", [])))
 
 
-def reward_text(question: str, answer: Answer, *, max_quote_chars: int = 600) -> str:
+MAX_QUOTE_CHARS = 600
+
+
+def clip(extract: str, max_chars: int = MAX_QUOTE_CHARS) -> str:
+    """A quote on one line, cut to max_chars (what both a reward model and a labeler see)."""
+    extract = " ".join(extract.split())
+    return extract if len(extract) <= max_chars else extract[: max_chars - 1] + "…"
+
+
+def reward_text(question: str, answer: Answer, *, max_quote_chars: int = MAX_QUOTE_CHARS) -> str:
     """Question, quotes, answer: the layout every reward model in webagent is trained on."""
     lines = [f"Question: {question.strip()}", "Quotes:"]
     if not answer.quotes:
         lines.append("(none)")
     for n, q in enumerate(answer.quotes, start=1):
-        extract = " ".join(q.extract.split())
-        if len(extract) > max_quote_chars:
-            extract = extract[: max_quote_chars - 1] + "…"
-        lines.append(f"[{n}] {q.title.strip()}: {extract}")
+        lines.append(f"[{n}] {q.title.strip()}: {clip(q.extract, max_quote_chars)}")
     lines.append(f"Answer: {answer.text.strip() or '(no answer)'}")
     return "\n".join(lines)
 

@@ -21,7 +21,6 @@ import json
 import math
 import random
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -243,19 +242,7 @@ def main(args: Args) -> dict:
     return meta
 
 
-def cli(argv: list[str] | None = None) -> int:
-    args = tyro.cli(Args, args=argv)
-    try:
-        main(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"webagent train rm: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
+if (
+    __name__ == "__main__"
+):  # `webagent train rm …` is the usual entry; this serves accelerate launch -m
+    main(tyro.cli(Args))

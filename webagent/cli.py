@@ -367,20 +367,21 @@ def train(argv: list[str]) -> int:
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     module = importlib.import_module(TRAINERS[argv[0]])
     sys.argv[0] = f"webagent train {argv[0]}"
-    if argv[0] == "rm":  # reward/ knows HF directories only; webagent resolves its model names
-        args = tyro.cli(module.Args, args=argv[1:])
-        try:
+    args = tyro.cli(module.Args, args=argv[1:])
+    try:
+        if argv[0] == "rm":  # reward/ knows HF directories only; webagent resolves model names
             from webagent.models import body_dir
 
             args.model = str(body_dir(args.model))
-            module.main(args)
-        except Exception as exc:
-            if args.debug:
-                raise
-            print(f"webagent train rm: error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    return module.cli(argv[1:])
+        module.main(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"webagent train {argv[0]}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -484,19 +484,7 @@ def unwrap_ddp(accelerator, wrapped) -> CompletionLoss:
     return accelerator.unwrap_model(wrapped)
 
 
-def cli(argv: list[str] | None = None) -> int:
-    args = tyro.cli(Args, args=argv)
-    try:
-        main(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"webagent train bc: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
+if (
+    __name__ == "__main__"
+):  # `webagent train bc …` is the usual entry; this serves accelerate launch -m
+    main(tyro.cli(Args))
