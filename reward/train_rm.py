@@ -245,4 +245,4 @@ def main(args: Args) -> dict:
 if (
     __name__ == "__main__"
 ):  # `webagent train rm …` is the usual entry; this serves accelerate launch -m
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, config=(tyro.conf.OmitArgPrefixes,)))

@@ -355,7 +355,7 @@ COMMANDS = {
 }
 
 
-TRAINERS = {"bc": "webagent.train_bc", "rm": "reward.train_rm"}
+TRAINERS = {"bc": "webagent.train_bc", "rm": "reward.train_rm", "ppo": "webagent.train_ppo"}
 """`webagent train NAME …` runs the trainer module's own CLI (one file per algorithm)."""
 
 
@@ -367,7 +367,7 @@ def train(argv: list[str]) -> int:
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     module = importlib.import_module(TRAINERS[argv[0]])
     sys.argv[0] = f"webagent train {argv[0]}"
-    args = tyro.cli(module.Args, args=argv[1:])
+    args = tyro.cli(module.Args, args=argv[1:], config=(tyro.conf.OmitArgPrefixes,))
     try:
         if argv[0] == "rm":  # reward/ knows HF directories only; webagent resolves model names
             from webagent.models import body_dir

@@ -88,7 +88,9 @@ __all__ = [
 #: Bump when the layout of a prepared cache directory changes; older caches are rebuilt.
 CACHE_FORMAT = 1
 _MARKER = "webagent-cache.json"
-_CHECKPOINT_META = "webagent.json"
+CHECKPOINT_META = "webagent.json"
+"""A trained policy's metadata file (base model, prompt, data, losses)."""
+_CHECKPOINT_META = CHECKPOINT_META
 _PROBE_PROMPT = "The capital of France is"
 _PROBE_TEXTS = (
     "The capital of France is",

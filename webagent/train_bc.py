@@ -43,9 +43,7 @@ import torch
 import tyro
 
 from env.record import EpisodeRecord, read_jsonl
-from webagent.models import hidden_states, load, logits_for
-
-CHECKPOINT_META = "webagent.json"
+from webagent.models import CHECKPOINT_META, hidden_states, load, logits_for
 
 
 @dataclass
@@ -487,4 +485,4 @@ def unwrap_ddp(accelerator, wrapped) -> CompletionLoss:
 if (
     __name__ == "__main__"
 ):  # `webagent train bc …` is the usual entry; this serves accelerate launch -m
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, config=(tyro.conf.OmitArgPrefixes,)))

@@ -1,0 +1,198 @@
+"""PPO on tiny models: masks, KL against itself, GAE by hand, one update, resume, 2 processes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_demos import QUESTIONS
+from tiny import save_tiny
+
+from env.browser import BrowserEnv, EnvConfig
+from env.limits import BrowseLimits
+from env.record import append_jsonl
+from reward.model import RewardModel, prepare_tokenizer
+from webagent.config import PolicyArgs, load_policy
+from webagent.demos import generate
+from webagent.policy import Sampling
+from webagent.rollout import RunConfig, Task, run_episodes
+from webagent.train_bc import Args as BCArgs
+from webagent.train_bc import main as train_bc
+from webagent.train_ppo import (
+    Args,
+    PolicyAndValue,
+    collate,
+    evaluate_segments,
+    gae,
+    ppo_loss,
+    segments_of,
+    token_rewards,
+    trainable_copy,
+)
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def bc_policy(tmp_path_factory, wiki) -> Path:
+    """A tiny behaviour-cloned LoRA policy (two steps on real expert demonstrations)."""
+    root = tmp_path_factory.mktemp("ppo")
+    tiny = save_tiny(root / "tiny")
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
+    demos = root / "demos.jsonl"
+    append_jsonl(demos, [r for _, r in generate(QUESTIONS[:2], make_env) if r])
+    train_bc(BCArgs(demos=str(demos), model=str(tiny), out=str(root / "bc"), max_steps=2,
+                    max_length=192, micro_batch=2, grad_accum=1, warmup_steps=1))  # fmt: skip
+    return root / "bc"
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(bc_policy) -> Path:
+    from transformers import AutoTokenizer
+
+    body = bc_policy.parent / "tiny"
+    out = bc_policy.parent / "rm"
+    RewardModel.from_body(body).save(out, prepare_tokenizer(AutoTokenizer.from_pretrained(body)),
+                                     {"base_model": str(body), "max_length": 256})  # fmt: skip
+    return out
+
+
+def episodes(policy, wiki, n=3, max_actions=3):
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=max_actions)))  # noqa: E731
+    config = RunConfig(batch_size=3, sampling=Sampling(temperature=1.0, seed=3), admissible_only=False,
+                       browse_max_new_tokens=12, answer_max_new_tokens=12)  # fmt: skip
+    tasks = [Task(q.question) for q in QUESTIONS[:n]]
+    return [r for _, r in sorted(run_episodes(policy, tasks, make_env, config), key=lambda x: x[0])]
+
+
+def test_masks_cover_exactly_the_generated_tokens_and_kl_to_itself_is_zero(bc_policy, wiki):
+    policy = load_policy(PolicyArgs(model=str(bc_policy)))
+    records = episodes(policy, wiki)
+    segments = [s for e, r in enumerate(records) for s in segments_of(r, e, policy.encode)]
+    written = [step for r in records for step in r.steps if step.token_ids]
+    assert len(segments) == len(written) > 0
+    batch = collate(segments, policy.tokenizer.pad_token_id)
+    for row, (seg, step) in enumerate(zip(segments, written, strict=True)):
+        assert batch["input_ids"][row][batch["action_mask"][row]].tolist() == step.token_ids
+        assert int(batch["action_mask"][row].sum()) == len(step.token_ids)
+        assert len(seg.prompt_ids) == step.prompt_tokens
+    net = PolicyAndValue(policy.model).eval()
+    reference = load_policy(PolicyArgs(model=str(bc_policy))).model
+    evaluate_segments(net, reference, segments, policy.tokenizer.pad_token_id)
+    for seg, step in zip(segments, written, strict=True):
+        assert torch.allclose(seg.old_logprobs, seg.ref_logprobs, atol=1e-6), (
+            "same weights: KL is 0"
+        )
+        # the update recomputes exactly the log-probs the sampler drew with (temperature 1, no aid)
+        assert torch.allclose(seg.old_logprobs, torch.tensor(step.logprobs), atol=1e-4)
+        rewards = token_rewards(0.0, seg.old_logprobs, seg.ref_logprobs, kl_coef=0.5)
+        assert torch.allclose(rewards, torch.zeros_like(rewards), atol=1e-6)
+
+
+def test_gae_matches_a_hand_computed_case():
+    rewards = torch.tensor([0.0, 0.0, 1.0])
+    values = torch.tensor([0.5, 0.2, 0.1])
+    adv, ret = gae(rewards, values, gamma=1.0, lam=0.95)
+    # delta2 = 1 - 0.1 = 0.9; delta1 = 0.1 - 0.2 = -0.1; delta0 = 0.2 - 0.5 = -0.3
+    expected = torch.tensor([-0.3 + 0.95 * (-0.1 + 0.95 * 0.9), -0.1 + 0.95 * 0.9, 0.9])
+    assert torch.allclose(adv, expected) and torch.allclose(ret, expected + values)
+    adv, _ = gae(rewards, values, gamma=0.5, lam=0.0)  # one-step TD errors
+    assert torch.allclose(adv, torch.tensor([0.0 + 0.5 * 0.2 - 0.5, 0.5 * 0.1 - 0.2, 1.0 - 0.1]))
+    kl = token_rewards(2.0, torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0]), kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([-0.05, 0.1 + 2.0]))
+
+
+def test_one_ppo_update_lowers_the_loss(bc_policy, wiki):
+    loaded = trainable_copy(str(bc_policy))
+    policy = load_policy(PolicyArgs(model=str(bc_policy)))
+    records = episodes(policy, wiki, n=2)
+    segments = [s for e, r in enumerate(records) for s in segments_of(r, e, policy.encode)]
+    net = PolicyAndValue(loaded.model).eval()
+    evaluate_segments(net, loaded.model, segments, policy.tokenizer.pad_token_id)
+    gen = torch.Generator().manual_seed(0)
+    for s in segments:
+        s.advantages = torch.randn(len(s.action_ids), generator=gen)
+        s.returns = s.values + torch.randn(len(s.action_ids), generator=gen)
+    batch = collate(segments, policy.tokenizer.pad_token_id)
+    targets = {"old_logp": torch.cat([s.old_logprobs for s in segments]), "advantages": torch.cat([s.advantages for s in segments]),
+               "old_values": torch.cat([s.values for s in segments]), "returns": torch.cat([s.returns for s in segments])}  # fmt: skip
+    args = Args(dataset="x", learning_rate=1e-3)
+    params = [p for p in net.parameters() if p.requires_grad]
+    assert params and all(p.requires_grad for n, p in net.named_parameters() if "lora_" in n)
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    before, stats = ppo_loss(*net(**batch), targets, args)
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-6) and stats["clipfrac"] == 0.0
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    after, _ = ppo_loss(*net(**batch), targets, args)
+    assert after.item() < before.item()
+
+
+@pytest.fixture
+def train_env(tmp_path, index_dir) -> dict:
+    cache = tmp_path / "cache"
+    shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)
+    return {
+        **os.environ,
+        "WEBAGENT_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _questions(tmp_path) -> Path:
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
+                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
+                            for q in QUESTIONS[:3]))  # fmt: skip
+    return data
+
+
+def test_ppo_cli_resumes_and_extends(bc_policy, tiny_rm, tmp_path, train_env):
+    out = tmp_path / "ppo"
+    cmd = [str(BIN / "webagent"), "train", "ppo", str(_questions(tmp_path)), "--policy", str(bc_policy),
+           "--rm", str(tiny_rm), "--out", str(out), "--episodes-per-iteration", "3", "--batch", "3",
+           "--max-actions", "3", "--max-new-tokens", "12", "--budget-range", "2", "4",
+           "--answer-only-fraction", "0.5"]  # fmt: skip
+    first = subprocess.run(
+        [*cmd, "--iterations", "1"], env=train_env, capture_output=True, text=True, timeout=600
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(
+        [*cmd, "--iterations", "2"], env=train_env, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stdout and "at iteration 1/2" in second.stdout
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2]
+    for key in (
+        "reward",
+        "kl",
+        "entropy",
+        "clipfrac",
+        "value_loss",
+        "explained_variance",
+        "episode_length",
+        "em",
+    ):
+        assert key in log[0]
+    assert (out / "log.png").stat().st_size > 0 and (out / "value_head.safetensors").exists()
+    meta = json.loads((out / "webagent.json").read_text())
+    assert meta["kind"] == "ppo" and meta["iterations"] == 2 and meta["prompt"]["examples"] == 0
+    assert load_policy(PolicyArgs(model=str(out))).format.examples == 0
+
+
+def test_ppo_runs_on_two_processes(bc_policy, tiny_rm, tmp_path, train_env):
+    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "webagent.train_ppo"]  # fmt: skip
+    run = subprocess.run([*launch, str(_questions(tmp_path)), "--policy", str(bc_policy), "--rm", str(tiny_rm),
+                          "--out", str(tmp_path / "ppo2"), "--iterations", "1", "--episodes-per-iteration", "2",
+                          "--batch", "2", "--max-actions", "3", "--max-new-tokens", "12"],
+                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "ppo2" / "webagent.json").read_text())["iterations"] == 1
