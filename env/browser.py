@@ -330,7 +330,8 @@ class BrowserEnv(gym.Env):
         links in view, scroll amounts, the
         sentences in view to quote unless this page is quoted already, Back, Top, End: Answer once
         something is quoted) and bare
-        keywords where it is free text (Find in page:). In the answer phase: a short span
+        keywords where it is free text (Find in page:). With two actions left and nothing
+        quoted, only quoting (or opening a result to quote from) remains. In the answer phase: a short span
         of a quote followed by its citation (extractive answers). A weak policy (a few-shot base
         model) decodes only these; the environment itself still accepts any command.
         """
@@ -371,6 +372,14 @@ class BrowserEnv(gym.Env):
             commands.append("Back")
         if self.quotes:
             commands.append("End: Answer")
+        # nearly out of actions with nothing quoted: an answer needs a quote, so the last
+        # actions can only quote (on a page) or, with two left, open a result to quote from
+        if not self.quotes and self.actions_left <= 2:
+            urgent = [c for c in commands if c.startswith("Quote: ")]
+            if not urgent and self.actions_left == 2:
+                urgent = [c for c in commands if c.startswith("Clicked on link ")]
+            if urgent:
+                return Admissible(tuple(dict.fromkeys(urgent)), ())
         return Admissible(tuple(dict.fromkeys(commands)), tuple(prefixes))
 
     def _info(self, command: cmds.Command | None = None) -> dict[str, Any]:

@@ -367,3 +367,20 @@ def test_admissible_is_empty_without_a_question(wiki):
     env = BrowserEnv(wiki)
     env.reset("")
     assert not env.admissible()  # nothing to constrain to: the policy then decodes freely
+
+
+def test_admissible_leads_to_a_quote_when_actions_run_out(wiki):
+    env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=5)))
+    env.reset("Who painted the Mona Lisa?")
+    env.step("Search Mona Lisa")
+    env.step("Scrolled down 1")
+    env.step("Scrolled up 1")  # two actions left, on the results page, nothing quoted
+    assert env.actions_left == 2
+    urgent = env.admissible()
+    assert urgent.commands and all(c.startswith("Clicked on link") for c in urgent.commands)
+    assert urgent.prefixes == (), "no free text either: only what can still end in a quote"
+    env.step("Clicked on link 0")
+    last = env.admissible().commands
+    assert last and all(c.startswith("Quote: ") for c in last)
+    env.step(last[0])
+    assert env.quotes and env.phase == "answer"  # the budget is spent: answer from the quote
