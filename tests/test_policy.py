@@ -97,8 +97,8 @@ def test_greedy_is_deterministic_and_batch_equals_single(policy):
         assert [g.token_ids for g in batch] == [g.token_ids for g in single]
 
 
-def _run(policy, wiki, batch_size):
-    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=3)))  # noqa: E731
+def _run(policy, wiki, batch_size, max_actions=3):
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=max_actions)))  # noqa: E731
     config = RunConfig(batch_size=batch_size, sampling=Sampling(temperature=1.0, seed=11),
                        browse_max_new_tokens=8)  # fmt: skip
     tasks = [
@@ -127,7 +127,7 @@ def test_runner_batch_and_single_give_the_same_episodes(policy, wiki):
 
 
 def test_no_quotes_means_no_answer_attempted(policy, wiki):
-    (record,) = _run(policy, wiki, 2)[:1]
+    (record,) = _run(policy, wiki, 2, max_actions=1)[:1]  # one search, then out of actions
     assert record.quotes == [] and record.answer is None
     answer_step = record.steps[-1]
     assert answer_step.phase == "answer" and answer_step.prompt is None  # the model was not asked
