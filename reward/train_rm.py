@@ -67,6 +67,13 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def pair_texts(chunk: list[Comparison]) -> list[str]:
+    """Reward texts of every answer 0, then every answer 1 (rewards split at len(chunk))."""
+    return [reward_text(c.question, c.answer_0) for c in chunk] + [
+        reward_text(c.question, c.answer_1) for c in chunk
+    ]
+
+
 def split_by_question(items: list[Comparison], val_fraction: float, seed: int):
     questions = sorted({c.question for c in items})
     random.Random(seed).shuffle(questions)
@@ -130,9 +137,7 @@ def rewards_of(
     r1: list[float] = []
     for i in range(0, len(items), args.batch_size):
         chunk = items[i : i + args.batch_size]
-        texts = [reward_text(c.question, c.answer_0) for c in chunk] + [
-            reward_text(c.question, c.answer_1) for c in chunk
-        ]
+        texts = pair_texts(chunk)
         batch = encode(tokenizer, texts, args.max_length)
         r = model(batch["input_ids"], batch["attention_mask"]).float().tolist()
         r0 += r[: len(chunk)]
@@ -202,9 +207,7 @@ def main(args: Args) -> dict:
         losses = []
         for k in bar:
             chunk = [train[j] for j in order[k * args.batch_size : (k + 1) * args.batch_size]]
-            texts = [reward_text(c.question, c.answer_0) for c in chunk] + [
-                reward_text(c.question, c.answer_1) for c in chunk
-            ]
+            texts = pair_texts(chunk)
             batch = encode(tokenizer, texts, args.max_length)
             r = model(batch["input_ids"], batch["attention_mask"])
             pref = torch.tensor([c.preference for c in chunk], dtype=r.dtype)

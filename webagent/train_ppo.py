@@ -164,15 +164,26 @@ class PolicyAndValue(torch.nn.Module):
         torch.nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids, attention_mask, action_mask):
-        hidden = hidden_states(self.model, input_ids, attention_mask)[:, :-1]
-        where = action_mask[:, 1:]  # hidden at t predicts token t+1 and values the state before it
-        logits = logits_for(self.model, hidden, where)
-        logp_all = torch.log_softmax(logits, dim=-1)
-        targets = input_ids[:, 1:][where]
-        logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+        hidden, where = action_hidden(self.model, input_ids, attention_mask, action_mask)
+        logp_all = torch.log_softmax(logits_for(self.model, hidden, where), dim=-1)
+        logp = logp_all.gather(-1, input_ids[:, 1:][where][:, None]).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         values = self.value_head(hidden[where].float()).squeeze(-1)
         return logp, entropy, values
+
+
+def action_hidden(model, input_ids, attention_mask, action_mask):
+    """Hidden states that predict each generated token (position t predicts token t+1, and
+    values the state before it) and the mask selecting them."""
+    hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+    return hidden, action_mask[:, 1:]
+
+
+def action_logprobs(model, input_ids, attention_mask, action_mask) -> torch.Tensor:
+    """Log-probabilities of the generated tokens under `model` (flattened, in order)."""
+    hidden, where = action_hidden(model, input_ids, attention_mask, action_mask)
+    logp_all = torch.log_softmax(logits_for(model, hidden, where), dim=-1)
+    return logp_all.gather(-1, input_ids[:, 1:][where][:, None]).squeeze(-1)
 
 
 def gae(
@@ -291,14 +302,7 @@ def evaluate_segments(
         part = segments[i : i + chunk]
         batch = collate(part, pad_id)
         logp, _, values = net(**batch)
-        ref_hidden = hidden_states(ref_model, batch["input_ids"], batch["attention_mask"])[:, :-1]
-        where = batch["action_mask"][:, 1:]
-        ref_logits = logits_for(ref_model, ref_hidden, where)
-        ref_logp = (
-            torch.log_softmax(ref_logits, -1)
-            .gather(-1, batch["input_ids"][:, 1:][where][:, None])
-            .squeeze(-1)
-        )
+        ref_logp = action_logprobs(ref_model, **batch)
         offset = 0
         for s in part:
             n = len(s.action_ids)
