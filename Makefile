@@ -49,9 +49,14 @@ train-bc: setup
 	$(VENV)/bin/webagent demos $(TRAIN) --out runs/bc/demos.jsonl
 	$(VENV)/bin/webagent train bc runs/bc/demos.jsonl --out runs/bc/policy --max-steps 80 \
 		--learning-rate 3e-4 --warmup-steps 5 --eval-every 20 --save-every 10
+	# stage 2: the answer phase, also when the quotes miss (recall demonstrations)
+	$(VENV)/bin/webagent demos $(TRAIN) --out runs/bc/demos-recall.jsonl --recall
+	$(VENV)/bin/webagent train bc runs/bc/demos-recall.jsonl --init runs/bc/policy \
+		--phases answer --out runs/bc/policy-recall --max-steps 100 --learning-rate 2e-4 \
+		--warmup-steps 5 --eval-every 25 --save-every 10
 	mkdir -p $(POLICY_DIR)
-	cp runs/bc/policy/adapter_config.json runs/bc/policy/adapter_model.safetensors \
-		runs/bc/policy/webagent.json $(POLICY_DIR)/
+	cp runs/bc/policy-recall/adapter_config.json runs/bc/policy-recall/adapter_model.safetensors \
+		runs/bc/policy-recall/webagent.json $(POLICY_DIR)/
 
 # The comparison table of the model card (closed-book, rag-3, few-shot and BC browsing on dev).
 eval-bc: setup

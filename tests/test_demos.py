@@ -58,6 +58,23 @@ def test_expert_demonstrations_quote_the_answer_and_vary(wiki):
     assert len(shapes) >= 2, "trajectories vary"
 
 
+def test_recall_demonstrations_answer_from_memory_and_export_only_the_answer(wiki):
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
+    shouting = Question("m5", QUESTIONS[3].question, "BLORFT", ("BLORFT", "Blorft", "Blorfts"))
+    runs = dict(generate([QUESTIONS[0], shouting], make_env, seed=0, recall=True))
+    gold, recall = runs[QUESTIONS[0]], runs[shouting]
+    assert gold.meta["demonstration"] == "gold-expert", "a findable answer is still demonstrated"
+    assert recall is not None and recall.meta["demonstration"] == "recall-expert"
+    assert recall.end == "answer" and len(recall.quotes) == 1
+    assert not contains(recall.quotes[0].extract, shouting.aliases)
+    assert recall.answer == "Blorft", "from memory, in ordinary case, citing nothing"
+    assert all(step.error is None for step in recall.steps)
+    rows = to_prompt_completion(recall, PromptFormat("base", examples=0))
+    assert [r["phase"] for r in rows] == ["answer"], "off-target browsing is not imitated"
+    assert rows[0]["completion"] == "Blorft\n"
+    assert "Blorft" not in rows[0]["prompt"]
+
+
 def test_prompt_completion_export(wiki):
     make_env = lambda: BrowserEnv(wiki)  # noqa: E731
     record = next(r for _, r in generate(QUESTIONS[:1], make_env) if r)

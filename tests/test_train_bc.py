@@ -181,3 +181,28 @@ def test_checkpoint_loads_as_a_policy(tiny_dir, demos, tmp_path, train_env, inde
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert ask.returncode == 0, ask.stderr[-2000:]
     assert set(json.loads(ask.stdout)) >= {"question", "answer", "references", "actions"}
+
+
+def test_init_continues_a_policy_on_answer_rows(tiny_dir, demos, tmp_path, train_env):
+    first = tmp_path / "first"
+    args = [str(BIN / "webagent"), "train", "bc", str(demos), *COMMON]
+    run = subprocess.run([*args, "--model", str(tiny_dir), "--max-steps", "2", "--out", str(first)],
+                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    again = tmp_path / "again"
+    run = subprocess.run([*args, "--init", str(first), "--phases", "answer", "--max-steps", "2",
+                          "--out", str(again)], env=train_env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    meta = json.loads((again / "webagent.json").read_text())
+    answers = sum(1 for r in read_jsonl(demos))  # one answer row per demonstration
+    assert meta["rows"]["train"] + meta["rows"]["val"] == answers
+    assert meta["base_model"] == str(tiny_dir) and meta["init"]["spec"] == str(first)
+    assert meta["init"]["steps"] == 2
+    a, b = _adapter(first), _adapter(again)
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a), "trained further"
+    assert resolve(str(again)).kind == "checkpoint"
+    refused = subprocess.run([*args, "--model", str(first), "--max-steps", "1", "--out",
+                              str(tmp_path / "x")], env=train_env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert refused.returncode != 0 and "--init" in refused.stderr

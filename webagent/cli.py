@@ -236,6 +236,9 @@ class DemosArgs:
     """Varies the expert's trajectories."""
     max_results: int = 6
     """Results per search the expert opens before reformulating."""
+    recall: bool = False
+    """Where the corpus gives no quotable answer, keep a recall demonstration: an off-target
+    quote and the answer from memory, uncited (only its answer step is imitated)."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -250,7 +253,13 @@ def demos(args: DemosArgs) -> int:
     todo = [q for q in questions if q.id not in done]
     kept = 0
     for i, (q, record) in enumerate(
-        generate(todo, args.env.env_factory(), seed=args.seed, max_results=args.max_results),
+        generate(
+            todo,
+            args.env.env_factory(),
+            seed=args.seed,
+            max_results=args.max_results,
+            recall=args.recall,
+        ),
         start=1,
     ):
         if record is not None:

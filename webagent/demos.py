@@ -10,6 +10,12 @@ from a second source too), ends, and answers with the alias copied from its quot
 Trajectories vary with the seed. Only episodes whose quotes contain an alias are kept. Every
 command it issues is one the environment lists as admissible, so the policy could have written it.
 
+Recall demonstrations (`--recall`): for a question whose answer the corpus does not give, the
+expert still shows the *answer phase*: it opens a top result, quotes its most on-topic sentence,
+and answers from memory without citing (the quote does not support it). Only that answer step is
+for imitation (`meta["imitate"] == "answer"`): a small policy quotes off-target sentences often,
+and should then still answer what it knows rather than copy a wrong name from the quote.
+
 Demonstrations are ordinary episode records; `to_prompt_completion` writes TRL's
 {"prompt","completion"} lines (one per browse step and one per answer) for any trainer.
 """
@@ -24,7 +30,7 @@ from pathlib import Path
 from env.browser import BrowserEnv
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
-from env.search import query_variants
+from env.search import query_variants, tokenize
 from webagent.datasets import Question
 from webagent.metrics import normalize
 from webagent.prompts import PromptFormat
@@ -42,6 +48,14 @@ def _alias_in(text: str, aliases: Sequence[str]) -> str | None:
         if m:
             return m.group(0)
     return None
+
+
+def _as_written(q: Question) -> str:
+    """The canonical answer in ordinary case (TriviaQA shouts some: "HOLOGRAPHY")."""
+    if not q.answer.isupper():
+        return q.answer
+    same = [a for a in q.aliases if not a.isupper() and normalize(a) == normalize(q.answer)]
+    return same[0] if same else q.answer.title()
 
 
 class Expert:
@@ -86,6 +100,36 @@ class Expert:
         if answer_text is None:
             return None
         info = self.act(f"{answer_text} {''.join(f'[{n}]' for n in cited)}")
+        record = info["record"]
+        record.model = "expert"
+        return record
+
+    def recall(self) -> EpisodeRecord | None:
+        """Search, open a top result, quote its most on-topic sentence, answer from memory."""
+        env, q = self.env, self.q
+        env.reset(q.question, seed=self.rng.randrange(2**31),
+                  options={"meta": {"question_id": q.id, "demonstration": "recall-expert",
+                                    "imitate": "answer"}})  # fmt: skip
+        self.over = False
+        self.act(f"Search {query_variants(q.question)[0]}")
+        if self.info["action_error"] or not env.page.links:
+            return None
+        link_id = self.rng.randrange(min(3, len(env.page.links)))
+        self._reveal(link_id)
+        self.act(f"Clicked on link {link_id}")
+        if self.over or self.info["action_error"]:
+            return None
+        asked = set(tokenize(q.question))
+        quotes = [c for c in env.admissible().commands if c.startswith("Quote: ")]
+        if not quotes:
+            return None
+        self.act(max(quotes, key=lambda c: len(asked & set(tokenize(c[len("Quote: ") :])))))
+        self.act("End: Answer")
+        if self.over or env.phase != "answer":
+            return None
+        quote = env.quotes[0]
+        spelled = _alias_in(quote.extract, q.aliases)
+        info = self.act(f"{spelled} [{quote.n}]" if spelled else _as_written(q))
         record = info["record"]
         record.model = "expert"
         return record
@@ -144,23 +188,28 @@ class Expert:
 
 
 def generate(questions: Sequence[Question], make_env: Callable[[], BrowserEnv], *, seed: int = 0,
-             max_results: int = 6) -> Iterator[tuple[Question, EpisodeRecord | None]]:  # fmt: skip
-    """One expert attempt per question (None when it found no quotable answer)."""
+             max_results: int = 6, recall: bool = False,
+             ) -> Iterator[tuple[Question, EpisodeRecord | None]]:  # fmt: skip
+    """One expert attempt per question (None when it found no quotable answer and, with
+    `recall`, could not even show a recall answer)."""
     rng = random.Random(seed)
     for q in questions:
         expert = Expert(make_env(), q, random.Random(rng.randrange(2**31)), max_results=max_results)
         record = expert.run()
         if record is not None and not any(_has_alias(x.extract, q.aliases) for x in record.quotes):
             record = None
+        if record is None and recall:
+            record = expert.recall()
         yield q, record
 
 
 def to_prompt_completion(record: EpisodeRecord, fmt: PromptFormat, tokenizer=None) -> list[dict]:
     """TRL prompt/completion rows: one per browse step, one for the answer. Invalid steps are
-    skipped (the expert makes none)."""
+    skipped (the expert makes none); a recall demonstration gives its answer row only."""
     rows = []
+    answer_only = record.meta.get("imitate") == "answer"
     for step in record.steps:
-        if step.phase == "browse" and step.command is None:
+        if step.phase == "browse" and (step.command is None or answer_only):
             continue
         if step.phase == "answer" and not step.action.strip():
             continue

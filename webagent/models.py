@@ -793,6 +793,19 @@ def _load_checkpoint(
     )
 
 
+def trainable_policy(spec: str) -> LoadedModel:
+    """A LoRA policy checkpoint with its adapter weights trainable (the base stays frozen):
+    the start of PPO, or of more behaviour cloning (`train bc --init`)."""
+    loaded = load(spec)
+    if loaded.kind != "checkpoint" or not hasattr(loaded.model, "peft_config"):
+        raise ValueError(
+            f"{spec} is not a LoRA policy checkpoint (train one with `webagent train bc`)"
+        )
+    for name, p in loaded.model.named_parameters():
+        p.requires_grad = "lora_" in name
+    return loaded
+
+
 # --------------------------------------------------------------------------------------------
 # Logits helpers
 # --------------------------------------------------------------------------------------------

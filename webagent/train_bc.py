@@ -43,7 +43,15 @@ import torch
 import tyro
 
 from env.record import EpisodeRecord, read_jsonl
-from webagent.models import CHECKPOINT_META, hidden_states, load, logits_for
+from webagent.models import (
+    CHECKPOINT_META,
+    checkpoint_meta,
+    hidden_states,
+    load,
+    logits_for,
+    resolve,
+    trainable_policy,
+)
 
 
 @dataclass
@@ -56,6 +64,9 @@ class Args:
     """Checkpoint directory (the trained policy); a rerun resumes from OUT/last."""
     model: str = "gemma3-270m"
     """Base model spec (see `webagent.models`)."""
+    init: str | None = None
+    """Continue from this LoRA policy (a checkpoint directory or shipped policy name): its
+    adapter is trained further and its base model is used (--model is ignored)."""
     full: bool = False
     """Fine-tune every weight instead of a LoRA adapter."""
     lora_r: int = 16
@@ -85,6 +96,9 @@ class Args:
     """Tokens per row; longer prompts lose their oldest tokens (the completion is kept whole)."""
     val_fraction: float = 0.05
     """Share of episodes held out for the validation loss."""
+    val_seed: int = 0
+    """Picks the held-out episodes; keep it when continuing a run (`--init`) with a new --seed,
+    so validation stays unseen."""
     max_val_rows: int = 96
     """Validation rows used (a forward pass over each, every eval_every steps)."""
     eval_every: int = 25
@@ -94,6 +108,8 @@ class Args:
     seed: int = 0
     limit: int | None = None
     """Only the first N rows (smoke runs)."""
+    phases: tuple[str, ...] = ("browse", "answer")
+    """Train on rows of these phases only (e.g. `--phases answer` to teach answering)."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -234,6 +250,13 @@ def with_lora(model, args: Args):
 # --------------------------------------------------------------------------------------------
 
 
+def _provenance(spec: str) -> dict:
+    """Where a continued run started: the policy's spec and what it was trained on."""
+    meta = checkpoint_meta(resolve(spec).path)
+    return {"spec": str(spec), "data": meta.get("data"), "data_sha256": meta.get("data_sha256"),
+            "steps": meta.get("steps"), "init": meta.get("init")}  # fmt: skip
+
+
 def save_policy(model, tokenizer, directory: Path, meta: dict) -> None:
     """The loadable policy: adapter (or full weights) + tokenizer + webagent.json, atomically."""
     tmp = directory.with_name(directory.name + ".tmp")
@@ -309,17 +332,31 @@ def main(args: Args) -> Path:
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    loaded = load(args.model)
+    if args.init is not None:
+        if args.full:
+            raise ValueError("--init continues a LoRA adapter; it cannot be combined with --full")
+        loaded = trainable_policy(args.init)
+        base_model = loaded.base_spec
+    else:
+        loaded, base_model = load(args.model), args.model
+        if loaded.kind == "checkpoint":
+            raise ValueError(
+                f"{args.model} is already a policy checkpoint; use --init {args.model} to train it"
+                " further, or train from its base model"
+            )
     tokenizer, model = loaded.tokenizer, loaded.model
-    if loaded.kind == "checkpoint":
-        raise ValueError(f"{args.model} is already a policy checkpoint; train from its base model")
     fmt = format_for(tokenizer, prefer_chat=args.chat, examples=0)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    rows = load_rows(args.demos, fmt, tokenizer)[: args.limit]
-    train_rows, val_rows = split_episodes(rows, args.val_fraction, args.seed)
+    rows = [
+        r for r in load_rows(args.demos, fmt, tokenizer) if r.get("phase", "browse") in args.phases
+    ]
+    rows = rows[: args.limit]
+    if not rows:
+        raise ValueError(f"{args.demos} holds no rows of phase {', '.join(args.phases)}")
+    train_rows, val_rows = split_episodes(rows, args.val_fraction, args.val_seed)
     train = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in train_rows]
-    val_rows = random.Random(args.seed).sample(val_rows, min(len(val_rows), args.max_val_rows))
+    val_rows = random.Random(args.val_seed).sample(val_rows, min(len(val_rows), args.max_val_rows))
     val = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in val_rows]
     lengths = [len(ids) for ids, _ in train]
     per_step = args.grad_accum * world
@@ -334,7 +371,7 @@ def main(args: Args) -> Path:
 
     if args.full:
         model.requires_grad_(True)
-    else:
+    elif args.init is None:
         model = with_lora(model, args)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -342,8 +379,9 @@ def main(args: Args) -> Path:
                                   weight_decay=args.weight_decay)  # fmt: skip
     fingerprint = {"data_sha256": file_sha256(args.demos), "model": args.model, "full": args.full,
                    "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "world": world,
-                   "seed": args.seed, "total_steps": total_steps, "limit": args.limit,
-                   "learning_rate": args.learning_rate, "lora_r": args.lora_r}  # fmt: skip
+                   "seed": args.seed, "val_seed": args.val_seed, "total_steps": total_steps, "limit": args.limit,
+                   "learning_rate": args.learning_rate, "lora_r": args.lora_r,
+                   "init": args.init, "phases": list(args.phases)}  # fmt: skip
     step, log = 0, {"train": [], "val": []}
     if (out / "last" / "state.pt").exists():
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
@@ -369,8 +407,9 @@ def main(args: Args) -> Path:
         return float(nll / count.clamp(min=1))
 
     meta = {
-        "base_model": args.model,
+        "base_model": base_model,
         "kind": "bc",
+        "init": None if args.init is None else _provenance(args.init),
         "adapter": None if args.full else "lora",
         "prompt": {"style": fmt.style, "examples": 0},
         "data": str(args.demos),

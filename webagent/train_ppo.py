@@ -48,7 +48,14 @@ import tyro
 from env.browser import BrowserEnv
 from env.record import EpisodeRecord
 from webagent.config import EnvArgs
-from webagent.models import CHECKPOINT_META, checkpoint_meta, hidden_states, load, logits_for
+from webagent.models import (
+    CHECKPOINT_META,
+    checkpoint_meta,
+    hidden_states,
+    load,
+    logits_for,
+    trainable_policy,
+)
 
 
 @dataclass
@@ -266,18 +273,6 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def trainable_copy(spec: str):
-    """The BC policy with its LoRA weights trainable (the base stays frozen)."""
-    loaded = load(spec)
-    if loaded.kind != "checkpoint":
-        raise ValueError(
-            f"--policy {spec} is not a LoRA policy checkpoint (train one with `webagent train bc`)"
-        )
-    for name, p in loaded.model.named_parameters():
-        p.requires_grad = "lora_" in name
-    return loaded
-
-
 def env_factory(args: Args, rng: random.Random):
     """Fresh environments; with --budget-range each gets its own action budget."""
     source, cache = args.env.open()
@@ -359,7 +354,7 @@ def main(args: Args) -> Path:
     questions = load_questions(args.dataset)
     if not questions:
         raise ValueError(f"{args.dataset} holds no questions")
-    loaded = trainable_copy(args.policy)
+    loaded = trainable_policy(args.policy)
     reference = load(args.policy).model.eval()
     reference.requires_grad_(False)
     trained = checkpoint_meta(loaded.source_path)
