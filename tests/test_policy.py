@@ -207,3 +207,29 @@ def test_admissible_constraint_yields_only_admissible_commands(policy, wiki):
     # on a results page searching again is not offered: the model must choose a result
     env.step("Back")
     assert not any(c.startswith("Search") for c in env.admissible().commands)
+
+
+def test_free_answer_policy_is_not_held_to_quote_spans(wiki):
+    """Under the aid a few-shot model's answer is a quote span citing it; a policy taught to
+    answer from memory (`free_answers`) writes what it likes."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    answers = {}
+    for free in (False, True):
+        policy = HFPolicy(model, tok, name="tiny", free_answers=free)
+
+        def make_env():
+            env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=3)))
+            return env
+
+        tasks = [Task("Which river flows through Baghdad?", seed=s) for s in range(4)]
+        config = RunConfig(batch_size=4, sampling=Sampling(temperature=1.5))
+        records = [r for _, r in run_episodes(policy, tasks, make_env, config)]
+        answers[free] = [(r.answer, [q.extract for q in r.quotes]) for r in records if r.quotes]
+    assert answers[False] and answers[True]
+    for answer, quotes in answers[False]:
+        assert cited(answer) and any(strip_citations(answer) in q for q in quotes), answer
+    assert any(
+        not (cited(a) and any(strip_citations(a) in q for q in quotes))
+        for a, quotes in answers[True]
+    ), "free answers are not forced into quote spans"

@@ -22,7 +22,15 @@ from webagent.config import PolicyArgs, load_policy
 from webagent.demos import generate
 from webagent.models import load, resolve
 from webagent.prompts import format_for
-from webagent.train_bc import CompletionLoss, collate, load_rows, lr_at, micro_batches, tokenize_row
+from webagent.train_bc import (
+    CompletionLoss,
+    answer_style,
+    collate,
+    load_rows,
+    lr_at,
+    micro_batches,
+    tokenize_row,
+)
 
 BIN = Path(sys.executable).parent
 COMMON = ["--max-length", "192", "--micro-batch", "2", "--grad-accum", "2", "--warmup-steps", "2"]
@@ -199,6 +207,7 @@ def test_init_continues_a_policy_on_answer_rows(tiny_dir, demos, tmp_path, train
     assert meta["rows"]["train"] + meta["rows"]["val"] == answers
     assert meta["base_model"] == str(tiny_dir) and meta["init"]["spec"] == str(first)
     assert meta["init"]["steps"] == 2
+    assert meta["answers"] == "extractive", "every gold answer cites its quote"
     a, b = _adapter(first), _adapter(again)
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a), "trained further"
     assert resolve(str(again)).kind == "checkpoint"
@@ -206,3 +215,12 @@ def test_init_continues_a_policy_on_answer_rows(tiny_dir, demos, tmp_path, train
                               str(tmp_path / "x")], env=train_env, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
     assert refused.returncode != 0 and "--init" in refused.stderr
+
+
+def test_uncited_recall_answers_make_a_free_answer_policy():
+    gold = {"phase": "answer", "completion": "Tigris [1]\n"}
+    browse = {"phase": "browse", "completion": "Search Baghdad river\n"}
+    assert answer_style([browse, gold], None) == "extractive"
+    assert (
+        answer_style([browse, gold, {"phase": "answer", "completion": "Blorft\n"}], None) == "free"
+    )

@@ -37,6 +37,9 @@ class PolicyArgs:
     """Decode only commands the browser lists as admissible (and extractive answers citing a
     quote): a decoding aid, not a rule of the environment; --no-admissible-only lets the
     policy write anything (invalid commands then cost an action)."""
+    free_answers: bool | None = None
+    """Under the aid, let the answer be free text instead of a quote span. Default: what a
+    trained policy was taught (free when its data had uncited recall answers), else extractive."""
 
 
 @dataclass
@@ -82,7 +85,11 @@ def load_policy(args: PolicyArgs):
     trained = checkpoint_meta(loaded.source_path).get("prompt", {})
     examples = args.examples if args.examples is not None else trained.get("examples", 8)
     fmt = format_for(loaded.tokenizer, prefer_chat=args.chat, examples=examples)
-    return HFPolicy(loaded.model, loaded.tokenizer, name=loaded.name, prompt_format=fmt)
+    free = args.free_answers
+    if free is None:
+        free = checkpoint_meta(loaded.source_path).get("answers") == "free"
+    return HFPolicy(loaded.model, loaded.tokenizer, name=loaded.name, prompt_format=fmt,
+                    free_answers=free)  # fmt: skip
 
 
 def sampling_of(args: PolicyArgs):

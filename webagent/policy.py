@@ -83,8 +83,11 @@ class HFPolicy:
     """A HuggingFace causal LM as a browsing policy."""
 
     def __init__(self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None,
-                 cache_prefix: bool = True):  # fmt: skip
+                 cache_prefix: bool = True, free_answers: bool = False):  # fmt: skip
         self.model = model.eval()
+        self.free_answers = free_answers
+        """Answers are not held to quote spans by the decoding aid (a policy taught to answer
+        from memory when its quotes miss)."""
         self.tokenizer = tokenizer
         self.name = name
         self.format = prompt_format or format_for(tokenizer)

@@ -105,7 +105,12 @@ def run_episodes(
             ]
             seeds = [s.seed * 1_000_003 + s.steps for s in ready]
             t0 = time.perf_counter()
-            constrained = [s.env.admissible() if config.admissible_only else None for s in ready]
+            constrained = [
+                s.env.admissible()
+                if config.admissible_only and not (policy.free_answers and s.env.phase == "answer")
+                else None
+                for s in ready
+            ]
             generations = policy.generate(
                 prompts,
                 max_new_tokens=caps,

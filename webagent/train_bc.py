@@ -110,6 +110,9 @@ class Args:
     """Only the first N rows (smoke runs)."""
     phases: tuple[str, ...] = ("browse", "answer")
     """Train on rows of these phases only (e.g. `--phases answer` to teach answering)."""
+    keep_browse: float = 1.0
+    """Share of browse rows kept (a seeded random subset): weights a run toward answering
+    while browse rows still anchor the browsing it learnt (answer rows alone make it drift)."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -250,6 +253,17 @@ def with_lora(model, args: Args):
 # --------------------------------------------------------------------------------------------
 
 
+def answer_style(rows: list[dict], init: str | None) -> str:
+    """ "free" when the policy was taught uncited answers from memory (recall demonstrations),
+    so the decoding aid must not hold its answers to quote spans; else "extractive"."""
+    from webagent.answers import cited
+
+    if init is not None and checkpoint_meta(resolve(init).path).get("answers") == "free":
+        return "free"
+    uncited = any(r.get("phase") == "answer" and not cited(r["completion"]) for r in rows)
+    return "free" if uncited else "extractive"
+
+
 def _provenance(spec: str) -> dict:
     """Where a continued run started: the policy's spec and what it was trained on."""
     meta = checkpoint_meta(resolve(spec).path)
@@ -351,6 +365,9 @@ def main(args: Args) -> Path:
     rows = [
         r for r in load_rows(args.demos, fmt, tokenizer) if r.get("phase", "browse") in args.phases
     ]
+    if args.keep_browse < 1.0:
+        pick = random.Random(args.val_seed)
+        rows = [r for r in rows if r.get("phase") != "browse" or pick.random() < args.keep_browse]
     rows = rows[: args.limit]
     if not rows:
         raise ValueError(f"{args.demos} holds no rows of phase {', '.join(args.phases)}")
@@ -381,7 +398,7 @@ def main(args: Args) -> Path:
                    "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "world": world,
                    "seed": args.seed, "val_seed": args.val_seed, "total_steps": total_steps, "limit": args.limit,
                    "learning_rate": args.learning_rate, "lora_r": args.lora_r,
-                   "init": args.init, "phases": list(args.phases)}  # fmt: skip
+                   "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse}  # fmt: skip
     step, log = 0, {"train": [], "val": []}
     if (out / "last" / "state.pt").exists():
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
@@ -412,6 +429,7 @@ def main(args: Args) -> Path:
         "init": None if args.init is None else _provenance(args.init),
         "adapter": None if args.full else "lora",
         "prompt": {"style": fmt.style, "examples": 0},
+        "answers": answer_style(rows, args.init),
         "data": str(args.demos),
         "data_sha256": fingerprint["data_sha256"],
         "rows": {"train": len(train), "val": len(val)},

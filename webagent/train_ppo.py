@@ -575,7 +575,7 @@ def _save_policy(net: PolicyAndValue, out: Path, args: Args, parent: dict, log: 
         {k: v.contiguous() for k, v in net.value_head.state_dict().items()},
         out / "value_head.safetensors",
     )
-    meta = {"base_model": parent.get("base_model"), "kind": "ppo", "adapter": "lora", "prompt": parent.get("prompt", {"examples": 0}),
+    meta = {"base_model": parent.get("base_model"), "kind": "ppo", "adapter": "lora", "prompt": parent.get("prompt", {"examples": 0}), "answers": parent.get("answers", "extractive"),
             "parent_policy": args.policy, "reward_model": args.rm, "iterations": len(log), "log": log,
             "args": {k: v for k, v in asdict(args).items() if k != "debug"}}  # fmt: skip
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
