@@ -52,11 +52,11 @@ train-bc: setup
 	# stage 2: the answer phase, also when the quotes miss (recall demonstrations)
 	$(VENV)/bin/webagent demos $(TRAIN) --out runs/bc/demos-recall.jsonl --recall
 	$(VENV)/bin/webagent train bc runs/bc/demos-recall.jsonl --init runs/bc/policy \
-		--phases answer --out runs/bc/policy-recall --max-steps 100 --learning-rate 2e-4 \
+		--keep-browse 0.17 --out runs/bc/policy-mixed --max-steps 50 --learning-rate 2e-4 \
 		--warmup-steps 5 --eval-every 25 --save-every 10
 	mkdir -p $(POLICY_DIR)
-	cp runs/bc/policy-recall/adapter_config.json runs/bc/policy-recall/adapter_model.safetensors \
-		runs/bc/policy-recall/webagent.json $(POLICY_DIR)/
+	cp runs/bc/policy-mixed/adapter_config.json runs/bc/policy-mixed/adapter_model.safetensors \
+		runs/bc/policy-mixed/webagent.json $(POLICY_DIR)/
 
 # The comparison table of the model card (closed-book, rag-3, few-shot and BC browsing on dev).
 eval-bc: setup

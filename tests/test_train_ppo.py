@@ -18,6 +18,7 @@ from env.record import append_jsonl
 from reward.model import RewardModel, prepare_tokenizer
 from webagent.config import PolicyArgs, load_policy
 from webagent.demos import generate
+from webagent.models import trainable_policy
 from webagent.policy import Sampling
 from webagent.rollout import RunConfig, Task, run_episodes
 from webagent.train_bc import Args as BCArgs
@@ -31,7 +32,6 @@ from webagent.train_ppo import (
     ppo_loss,
     segments_of,
     token_rewards,
-    trainable_copy,
 )
 
 BIN = Path(sys.executable).parent
@@ -107,7 +107,7 @@ def test_gae_matches_a_hand_computed_case():
 
 
 def test_one_ppo_update_lowers_the_loss(bc_policy, wiki):
-    loaded = trainable_copy(str(bc_policy))
+    loaded = trainable_policy(str(bc_policy))
     policy = load_policy(PolicyArgs(model=str(bc_policy)))
     records = episodes(policy, wiki, n=2)
     segments = [s for e, r in enumerate(records) for s in segments_of(r, e, policy.encode)]
