@@ -221,6 +221,7 @@ def test_uncited_recall_answers_make_a_free_answer_policy():
     gold = {"phase": "answer", "completion": "Tigris [1]\n"}
     browse = {"phase": "browse", "completion": "Search Baghdad river\n"}
     assert answer_style([browse, gold], None) == "extractive"
+    assert answer_style([browse, gold], {"answers": "free"}) == "free", "a free parent stays free"
     assert (
         answer_style([browse, gold, {"phase": "answer", "completion": "Blorft\n"}], None) == "free"
     )

@@ -82,12 +82,14 @@ def load_policy(args: PolicyArgs):
     from webagent.prompts import format_for
 
     loaded = load(args.model)
-    trained = checkpoint_meta(loaded.source_path).get("prompt", {})
-    examples = args.examples if args.examples is not None else trained.get("examples", 8)
+    trained = checkpoint_meta(loaded.source_path)
+    examples = args.examples
+    if examples is None:
+        examples = trained.get("prompt", {}).get("examples", 8)
     fmt = format_for(loaded.tokenizer, prefer_chat=args.chat, examples=examples)
     free = args.free_answers
     if free is None:
-        free = checkpoint_meta(loaded.source_path).get("answers") == "free"
+        free = trained.get("answers") == "free"
     return HFPolicy(loaded.model, loaded.tokenizer, name=loaded.name, prompt_format=fmt,
                     free_answers=free)  # fmt: skip
 

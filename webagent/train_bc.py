@@ -253,20 +253,20 @@ def with_lora(model, args: Args):
 # --------------------------------------------------------------------------------------------
 
 
-def answer_style(rows: list[dict], init: str | None) -> str:
+def answer_style(rows: list[dict], init_meta: dict | None) -> str:
     """ "free" when the policy was taught uncited answers from memory (recall demonstrations),
-    so the decoding aid must not hold its answers to quote spans; else "extractive"."""
+    here or by the policy it continues, so the decoding aid must not hold its answers to quote
+    spans; else "extractive"."""
     from webagent.answers import cited
 
-    if init is not None and checkpoint_meta(resolve(init).path).get("answers") == "free":
+    if init_meta is not None and init_meta.get("answers") == "free":
         return "free"
     uncited = any(r.get("phase") == "answer" and not cited(r["completion"]) for r in rows)
     return "free" if uncited else "extractive"
 
 
-def _provenance(spec: str) -> dict:
+def _provenance(spec: str, meta: dict) -> dict:
     """Where a continued run started: the policy's spec and what it was trained on."""
-    meta = checkpoint_meta(resolve(spec).path)
     return {"spec": str(spec), "data": meta.get("data"), "data_sha256": meta.get("data_sha256"),
             "steps": meta.get("steps"), "init": meta.get("init")}  # fmt: skip
 
@@ -350,14 +350,14 @@ def main(args: Args) -> Path:
         if args.full:
             raise ValueError("--init continues a LoRA adapter; it cannot be combined with --full")
         loaded = trainable_policy(args.init)
-        base_model = loaded.base_spec
+        base_model, init_meta = loaded.base_spec, checkpoint_meta(loaded.source_path)
     else:
-        loaded, base_model = load(args.model), args.model
-        if loaded.kind == "checkpoint":
+        if resolve(args.model).kind == "checkpoint":  # refuse before loading any weights
             raise ValueError(
                 f"{args.model} is already a policy checkpoint; use --init {args.model} to train it"
                 " further, or train from its base model"
             )
+        loaded, base_model, init_meta = load(args.model), args.model, None
     tokenizer, model = loaded.tokenizer, loaded.model
     fmt = format_for(tokenizer, prefer_chat=args.chat, examples=0)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -426,10 +426,10 @@ def main(args: Args) -> Path:
     meta = {
         "base_model": base_model,
         "kind": "bc",
-        "init": None if args.init is None else _provenance(args.init),
+        "init": None if args.init is None else _provenance(args.init, init_meta),
         "adapter": None if args.full else "lora",
         "prompt": {"style": fmt.style, "examples": 0},
-        "answers": answer_style(rows, args.init),
+        "answers": answer_style(rows, init_meta),
         "data": str(args.demos),
         "data_sha256": fingerprint["data_sha256"],
         "rows": {"train": len(train), "val": len(val)},

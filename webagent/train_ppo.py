@@ -173,7 +173,7 @@ class PolicyAndValue(torch.nn.Module):
     def forward(self, input_ids, attention_mask, action_mask):
         hidden, where = action_hidden(self.model, input_ids, attention_mask, action_mask)
         logp_all = torch.log_softmax(logits_for(self.model, hidden, where), dim=-1)
-        logp = logp_all.gather(-1, input_ids[:, 1:][where][:, None]).squeeze(-1)
+        logp = _taken(logp_all, input_ids, where)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         values = self.value_head(hidden[where].float()).squeeze(-1)
         return logp, entropy, values
@@ -189,7 +189,11 @@ def action_hidden(model, input_ids, attention_mask, action_mask):
 def action_logprobs(model, input_ids, attention_mask, action_mask) -> torch.Tensor:
     """Log-probabilities of the generated tokens under `model` (flattened, in order)."""
     hidden, where = action_hidden(model, input_ids, attention_mask, action_mask)
-    logp_all = torch.log_softmax(logits_for(model, hidden, where), dim=-1)
+    return _taken(torch.log_softmax(logits_for(model, hidden, where), dim=-1), input_ids, where)
+
+
+def _taken(logp_all: torch.Tensor, input_ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Each generated token's log-probability from the rows of `logp_all` that predict it."""
     return logp_all.gather(-1, input_ids[:, 1:][where][:, None]).squeeze(-1)
 
 
