@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Annotated
 import torch
 import tyro
 
+from reward.checkpoint import complete_dir, write_dir
 from reward.comparisons import Comparison, read_comparisons
 from reward.label import labels_path, merged
 from reward.model import RewardModel, encode, prepare_tokenizer
@@ -186,7 +186,7 @@ def main(args: Args) -> dict:
                    "learning_rate": args.learning_rate, "seed": args.seed}  # fmt: skip
     start_epoch, history = 0, []
     state_path = out / "last" / "state.pt"
-    if state_path.exists():
+    if complete_dir(out / "last") and state_path.exists():
         state = torch.load(state_path, weights_only=False)
         if state["fingerprint"] != fingerprint:
             raise ValueError(f"{out / 'last'} was written by a different run; use another --out")
@@ -226,14 +226,9 @@ def main(args: Args) -> dict:
             {"epoch": epoch + 1, "train_loss": sum(losses) / max(1, len(losses)), **metrics}
         )
         print(json.dumps(history[-1]))
-        tmp = out / "last.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "history": history, "fingerprint": fingerprint, "rng": torch.get_rng_state()},
-                   tmp / "state.pt")  # fmt: skip
-        shutil.rmtree(out / "last", ignore_errors=True)
-        tmp.rename(out / "last")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                 "history": history, "fingerprint": fingerprint, "rng": torch.get_rng_state()}  # fmt: skip
+        write_dir(out / "last", lambda tmp, state=state: torch.save(state, tmp / "state.pt"))
 
     final = history[-1] if history else {}
     meta = {"base_model": args.model, "max_length": args.max_length, "data": args.comparisons,

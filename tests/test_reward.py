@@ -28,8 +28,16 @@ from reward.model import RewardModel, RewardScorer
 from reward.text import Answer, Quote, reward_text
 from reward.train_rm import Args, agreement, bt_loss
 from reward.train_rm import main as train_rm
-from webagent.compare import gold_preference, gold_rank, pairs
+from webagent.compare import (
+    demonstrations,
+    episodes_path,
+    gold_preference,
+    gold_rank,
+    pairs,
+    repair,
+)
 from webagent.datasets import Question
+from webagent.eval import rescore
 
 BIN = Path(sys.executable).parent
 
@@ -127,6 +135,43 @@ def test_gold_judge_ranks_supported_over_unsupported_over_wrong():
     comps = pairs(q, [good, unsupported, wrong, rec("Tigris [1]", "The Tigris flows.")])
     assert len(comps) == 5, "identical answers are not compared"
     assert [c.preference for c in comps[:3]] == [1.0, 1.0, 1.0] and comps[0].labeler == "gold"
+
+
+def test_demonstrations_join_the_samples_and_repair_rewrites_the_pairs(tmp_path):
+    """With every sample wrong the gold pairs all tie; a demonstration turns them into signal,
+    and `--repair` re-pairs the recorded episodes without sampling (or loading a model)."""
+    q = Question("q1", "Which river flows through Baghdad?", "Tigris", ("Tigris",))
+
+    def rec(i, ans, extract, meta):
+        return EpisodeRecord(f"e{i}", q.question, "wiki", quotes=[SavedQuote(1, "T", "u", extract)],
+                             answer=ans, meta=meta)  # fmt: skip
+
+    samples = [rec(i, a, "A river.", {"question_id": "q1", "sample": i})
+               for i, a in enumerate(["Nile", "Danube", "Nile"])]  # fmt: skip
+    out = tmp_path / "c.jsonl"
+    from env.record import append_jsonl
+
+    append_jsonl(episodes_path(out), samples)
+    assert {c.preference for c in pairs(q, samples)} == {0.5}
+    demo = rec(9, "Tigris [1]", "The Tigris flows through Baghdad.", {"question_id": "q1"})
+    demos_file = tmp_path / "demos.jsonl"
+    append_jsonl(demos_file, [demo, rec(8, "Nile", "x", {"question_id": "q1"})])
+    demos = demonstrations(demos_file)
+    assert demos["q1"].answer == "Tigris [1]", "the first demonstration of a question is kept"
+    out.write_text("stale\n")
+    assert repair(out, [q], "gold", demos) == 5  # Nile-Danube, Danube-Nile, 3 x demo
+    comps = read_comparisons(out)
+    with_demo = [c for c in comps if "e9" in c.meta["episodes"]]
+    assert len(with_demo) == 3 and all(c.preference == 0.0 for c in with_demo)
+    assert all(c.preference == 0.5 for c in comps if c not in with_demo)
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question_id": "q1", "question": q.question,
+                                "answer": {"value": "Tigris", "aliases": ["Tigris"]}}) + "\n")  # fmt: skip
+    env = {**os.environ, "WEBAGENT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    cli = subprocess.run([str(BIN / "webagent"), "compare", str(data), "--out", str(out), "--repair"],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert {c.preference for c in read_comparisons(out)} == {0.5}, "without --demos: ties only"
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +309,14 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
         )
     summary = json.loads((run / "summary.json").read_text())
     assert [c["k"] for c in summary["best_of_curve"]] == [1, 2]
+    # another reward model rescores the kept candidate episodes without sampling again
+    flat = [c["score"] for r in rows for c in r["candidates"]]
+    again = rescore(
+        [{**r, "candidates": [{**c, "score": 0.0} for c in r["candidates"]]} for r in rows], scorer
+    )
+    assert [c["score"] for r in again for c in r["candidates"]] == pytest.approx(flat, abs=1e-4)
+    with pytest.raises(ValueError, match="episodes"):
+        rescore([{**rows[0], "candidates": [{"score": 0.0, "em": 0.0}]}], scorer)
     no_rm = subprocess.run([str(BIN / "webagent"), "eval", str(data), "--best-of", "2", "--out", str(tmp_path / "x")],
                            env=cli_env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert no_rm.returncode == 1 and "--rm" in no_rm.stderr

@@ -289,6 +289,11 @@ class CompareArgs:
     """Episodes per question (K): up to K(K-1)/2 comparisons."""
     judge: str = "gold"
     """gold: label by the answer aliases now; none: leave for a person (`webagent label`)."""
+    demos: str | None = None
+    """Demonstrations (`webagent demos` output): each question's one joins its samples as a
+    candidate, so wrong samples lose to a right answer instead of tying with each other."""
+    repair: bool = False
+    """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
     limit: int | None = None
     batch: int = 8
     debug: bool = False
@@ -298,7 +303,7 @@ class CompareArgs:
 def compare_cmd(args: CompareArgs) -> int:
     from tqdm import tqdm
 
-    from webagent.compare import done_questions, record_question
+    from webagent.compare import demonstrations, done_questions, record_question, repair
     from webagent.config import load_policy, run_config
     from webagent.datasets import load_questions
     from webagent.rollout import Task, run_episodes
@@ -308,6 +313,11 @@ def compare_cmd(args: CompareArgs) -> int:
     if args.samples < 2:
         raise ValueError("--samples must be at least 2 to make pairs")
     questions = load_questions(args.dataset)[: args.limit]
+    demos = demonstrations(args.demos)
+    if args.repair:
+        total = repair(args.out, questions, args.judge, demos)
+        print(f"{total} comparisons from the recorded episodes -> {args.out}")
+        return 0
     done = done_questions(args.out)
     todo = [q for q in questions if q.id not in done]
     policy = load_policy(args.policy)
@@ -325,7 +335,10 @@ def compare_cmd(args: CompareArgs) -> int:
         pending.setdefault(qi, {})[j] = record
         if len(pending[qi]) == k:
             group = pending.pop(qi)
-            total += record_question(args.out, todo[qi], [group[x] for x in range(k)], args.judge)
+            q = todo[qi]
+            total += record_question(
+                args.out, q, [group[x] for x in range(k)], args.judge, demos.get(q.id)
+            )
             bar.update(1)
             bar.set_postfix(comparisons=total)
     bar.close()

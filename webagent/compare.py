@@ -8,6 +8,11 @@ correct and supported by its own quotes beats correct but unsupported beats wron
 ranks tie (0.5). With `--judge none` the file waits for a person (`webagent label FILE`).
 The episodes themselves are kept beside the file (`*.episodes.jsonl`), and a rerun skips
 questions already done.
+
+A small policy is mostly wrong, so most gold pairs tie and carry no signal. `--demos FILE`
+(episodes from `webagent demos`, e.g. `--recall`) adds each question's demonstration as one
+more candidate: a right answer to prefer over the policy's wrong ones. `--repair` pairs the
+episodes already recorded again (with the current `--demos` and judge) instead of sampling.
 """
 
 from __future__ import annotations
@@ -66,11 +71,49 @@ def done_questions(out: str | Path) -> set[str]:
     return {r.get("meta", {}).get("question_id") for r in read_jsonl(path)}
 
 
+def demonstrations(path: str | Path | None) -> dict[str, EpisodeRecord]:
+    """The demonstration for each question id in a `webagent demos` file (the first one kept)."""
+    out: dict[str, EpisodeRecord] = {}
+    for row in read_jsonl(path) if path else ():
+        qid = row.get("meta", {}).get("question_id")
+        if qid is not None and qid not in out:
+            out[qid] = EpisodeRecord.from_dict(row)
+    return out
+
+
 def record_question(
-    out: str | Path, question: Question, records: list[EpisodeRecord], judge: str
+    out: str | Path,
+    question: Question,
+    records: list[EpisodeRecord],
+    judge: str,
+    demo: EpisodeRecord | None = None,
 ) -> int:
-    """Append one question's episodes, then its comparisons; returns the number of comparisons."""
+    """Append one question's episodes, then its comparisons (the demonstration, if any, is one
+    more candidate; it is not written to the episodes file); returns the number of comparisons."""
     append_jsonl(episodes_path(out), records)
-    comps = pairs(question, records, judge=judge)
+    comps = pairs(question, [*records, demo] if demo else records, judge=judge)
     append_jsonl(out, [c.to_dict() for c in comps])
     return len(comps)
+
+
+def repair(
+    out: str | Path, questions: Sequence[Question], judge: str, demos: dict[str, EpisodeRecord]
+) -> int:
+    """Pair the recorded episodes again into a fresh OUT (written beside, then swapped in)."""
+    by_question: dict[str, list[EpisodeRecord]] = {}
+    for row in read_jsonl(episodes_path(out)):
+        rec = EpisodeRecord.from_dict(row)
+        by_question.setdefault(rec.meta.get("question_id"), []).append(rec)
+    tmp = Path(str(out) + ".tmp")
+    tmp.unlink(missing_ok=True)
+    total = 0
+    for q in questions:
+        records = sorted(by_question.get(q.id, []), key=lambda r: r.meta.get("sample", 0))
+        if records:
+            demo = demos.get(q.id)
+            comps = pairs(q, [*records, demo] if demo else records, judge=judge)
+            append_jsonl(tmp, [c.to_dict() for c in comps])
+            total += len(comps)
+    tmp.touch()
+    tmp.replace(out)
+    return total

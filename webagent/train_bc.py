@@ -43,6 +43,7 @@ import torch
 import tyro
 
 from env.record import EpisodeRecord, read_jsonl
+from reward.checkpoint import complete_dir, write_dir
 from webagent.models import (
     CHECKPOINT_META,
     checkpoint_meta,
@@ -295,20 +296,15 @@ def _replace_dir(tmp: Path, directory: Path, keep: tuple[str, ...] = ()) -> None
 
 
 def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None:
-    """Everything a resumed run needs, in OUT/last (written to a temp dir, then swapped in)."""
-    tmp = directory.with_name("last.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Everything a resumed run needs, in OUT/last (written beside, then swapped in)."""
     trainable = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
-    torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "step": step,
-                "rng": torch.get_rng_state()}, tmp / "state.pt")  # fmt: skip
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    old = directory.with_name("last.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def fill(tmp: Path) -> None:
+        torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "step": step,
+                    "rng": torch.get_rng_state()}, tmp / "state.pt")  # fmt: skip
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    write_dir(directory, fill)
 
 
 def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict]:
@@ -400,7 +396,7 @@ def main(args: Args) -> Path:
                    "learning_rate": args.learning_rate, "lora_r": args.lora_r,
                    "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse}  # fmt: skip
     step, log = 0, {"train": [], "val": []}
-    if (out / "last" / "state.pt").exists():
+    if complete_dir(out / "last") and (out / "last" / "state.pt").exists():
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
         log = meta["log"]
         accelerator.print(f"resuming from {out / 'last'} at step {step}/{total_steps}")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -47,6 +46,7 @@ import tyro
 
 from env.browser import BrowserEnv
 from env.record import EpisodeRecord
+from reward.checkpoint import complete_dir, write_dir
 from webagent.config import EnvArgs
 from webagent.models import (
     CHECKPOINT_META,
@@ -376,7 +376,7 @@ def main(args: Args) -> Path:
     fingerprint = json.loads(json.dumps(fingerprint))
     start, log = 0, []
     last = out / "last"
-    if (last / "state.pt").exists():
+    if complete_dir(last) and (last / "state.pt").exists():
         state = torch.load(last / "state.pt", weights_only=False)
         if state["fingerprint"] != fingerprint:
             raise ValueError(
@@ -555,19 +555,11 @@ def main(args: Args) -> Path:
 def _save_state(
     last: Path, net: PolicyAndValue, optimizer, iteration: int, log, kl_coef, rms, fingerprint
 ) -> None:
-    tmp = last.with_name("last.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     trainable = {k: v.detach().cpu() for k, v in net.named_parameters() if v.requires_grad}
-    torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "iteration": iteration, "log": log,
-                "kl_coef": kl_coef, "reward_stats": dict(rms.__dict__), "fingerprint": fingerprint,
-                "rng": torch.get_rng_state()}, tmp / "state.pt")  # fmt: skip
-    old = last.with_name("last.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if last.exists():
-        last.rename(old)
-    tmp.rename(last)
-    shutil.rmtree(old, ignore_errors=True)
+    write_dir(last, lambda tmp: torch.save(
+        {"trainable": trainable, "optimizer": optimizer.state_dict(), "iteration": iteration, "log": log,
+         "kl_coef": kl_coef, "reward_stats": dict(rms.__dict__), "fingerprint": fingerprint,
+         "rng": torch.get_rng_state()}, tmp / "state.pt"))  # fmt: skip
 
 
 def _save_policy(net: PolicyAndValue, out: Path, args: Args, parent: dict, log: list[dict]) -> None:

@@ -1,0 +1,43 @@
+"""Checkpoint directories that survive a kill at any moment (shared by the RM, BC and PPO trainers).
+
+A training run keeps what it needs to resume in OUT/last. `write_dir` fills a fresh `last.tmp`,
+moves the previous `last` aside to `last.old`, renames the new one into place and only then
+deletes the old one, so a kill leaves a complete `last` or (between the two renames) a complete
+`last.old`; `complete_dir` finds whichever survived.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _sibling(target: Path, suffix: str) -> Path:
+    return target.with_name(target.name + suffix)
+
+
+def write_dir(target: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Write a directory with `fill(tmp)`, then swap it in for `target`; returns `target`."""
+    target = Path(target)
+    tmp, old = _sibling(target, ".tmp"), _sibling(target, ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def complete_dir(target: str | Path) -> Path | None:
+    """The last complete checkpoint: `target`, else a `target.old` a kill left behind (moved
+    back into place), else None. A half-written `target.tmp` is never used."""
+    target = Path(target)
+    old = _sibling(target, ".old")
+    if not target.exists() and old.exists():
+        os.replace(old, target)
+    return target if target.exists() else None
