@@ -2,10 +2,15 @@
 
     .venv/bin/python bench/reanswer.py runs/bench-eval/bc/results.jsonl \
         --policies bc-gemma3-270m runs/bc/policy --limit 150
+    .venv/bin/python bench/reanswer.py runs/bench-eval/bc/results.jsonl --layouts passages browse
 
 Every policy sees the same questions and quotes (greedy), so the table isolates how well each
-answers from given quotes (the stage-2 variants in bench/README were chosen this way). `copied`:
-share of answers found in the quotes; ratios are EM over the first policy's, in one run.
+answers from given quotes (the stage-2 variants in bench/README were chosen this way). The
+answer prompt is rendered afresh from the recorded quotes: `passages` is the current layout
+(`env.observation.render_answer`, continued inline after `Answer:`); `browse` is the layout
+the answer phase used before (the browse observation's sections, with its own instruction,
+answer on the next line), kept here only to measure the difference. `copied`: share of
+answers found in the quotes; ratios are EM over the first row's, in one run.
 """
 
 from __future__ import annotations
@@ -14,9 +19,30 @@ import argparse
 import json
 import time
 
+from env.observation import SECTION, SavedQuote, render_answer, title_line
 from webagent.answers import strip_citations
 from webagent.config import PolicyArgs, load_policy
 from webagent.metrics import exact_match, normalize
+from webagent.prompts import completion_to_action
+
+OLD_INSTRUCTION = (
+    "Answer the question from the quotes. Write the short answer first, copied from a quote, "
+    "then cite the quotes that support it as [n]. One line."
+)
+
+
+def browse_layout(question: str, quotes: list[SavedQuote]) -> str:
+    """The answer observation before the passage layout (for comparison only)."""
+    block = [x for q in quotes for x in (f"[{q.n}] {title_line(q.title, q.url)}", q.extract)]
+    return "\n".join([f"{SECTION}Question", question, f"{SECTION}Quotes", *(block or ["None"]),
+                      f"{SECTION}Answer"])  # fmt: skip
+
+
+def prompt_for(policy, layout: str, question: str, quotes: list[SavedQuote]) -> str:
+    if layout == "passages":
+        return policy.prompt("answer", render_answer(question=question, quotes=quotes))
+    return policy.format._render(OLD_INSTRUCTION, [], browse_layout(question, quotes),
+                                 policy.tokenizer)  # fmt: skip
 
 
 def main() -> None:
@@ -25,6 +51,7 @@ def main() -> None:
     )
     ap.add_argument("results", help="results.jsonl of a `webagent eval` browse run")
     ap.add_argument("--policies", nargs="+", default=["bc-gemma3-270m"])
+    ap.add_argument("--layouts", nargs="+", default=["passages"], choices=["passages", "browse"])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
@@ -32,30 +59,31 @@ def main() -> None:
         rows = [json.loads(line) for line in f][: args.limit]
     items = []
     for r in rows:
-        answer = [s for s in r.get("episode", {}).get("steps", []) if s["phase"] == "answer"]
-        if answer:
-            items.append((r["aliases"], answer[0]["observation"]))
+        quotes = [SavedQuote(**q) for q in r.get("episode", {}).get("quotes", [])]
+        if quotes:
+            items.append((r["aliases"], r["question"], quotes))
     print(f"{len(rows)} questions, {len(items)} with quotes to answer from\n")
-    print("| policy | EM | vs first | copied | s/question |\n|---|---|---|---|---|")
+    print("| policy | layout | EM | vs first | copied | s/question |\n|---|---|---|---|---|---|")
     first = None
     for spec in args.policies:
         policy = load_policy(PolicyArgs(model=spec))
-        prompts = [policy.prompt("answer", obs) for _, obs in items]
-        t0, outs = time.perf_counter(), []
-        for i in range(0, len(prompts), args.batch):
-            outs += policy.generate(prompts[i : i + args.batch], max_new_tokens=32)
-        seconds = (time.perf_counter() - t0) / max(1, len(rows))
-        em = copied = 0.0
-        for (aliases, obs), gen in zip(items, outs, strict=True):
-            answer = normalize(strip_citations(gen.text))
-            em += exact_match(gen.text and strip_citations(gen.text), aliases)
-            copied += bool(answer) and answer in normalize(obs.split("Quotes", 1)[-1])
-        em /= max(1, len(rows))
-        first = em if first is None else first
-        ratio = f"{em / first:.2f}" if first else "—"
-        print(
-            f"| {spec} | {em:.3f} | {ratio} | {copied / max(1, len(items)):.2f} | {seconds:.2f} |"
-        )
+        for layout in args.layouts:
+            prompts = [prompt_for(policy, layout, q, quotes) for _, q, quotes in items]
+            t0, outs = time.perf_counter(), []
+            for i in range(0, len(prompts), args.batch):
+                outs += policy.generate(prompts[i : i + args.batch], max_new_tokens=32)
+            seconds = (time.perf_counter() - t0) / max(1, len(rows))
+            em = copied = 0.0
+            for (aliases, _, quotes), gen in zip(items, outs, strict=True):
+                text = strip_citations(completion_to_action(gen.text))
+                em += exact_match(text, aliases) if text else 0.0
+                answer = normalize(text)
+                copied += bool(answer) and any(answer in normalize(q.extract) for q in quotes)
+            em /= max(1, len(rows))
+            first = em if first is None else first
+            ratio = f"{em / first:.2f}" if first else "—"
+            print(f"| {spec} | {layout} | {em:.3f} | {ratio} | {copied / max(1, len(items)):.2f} | "
+                  f"{seconds:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def run() -> None:
     ap.add_argument("--bodies", nargs="+", default=["all-minilm-l6-v2", "gemma3-270m"])
     ap.add_argument("--out", default="runs/rm")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--val-fraction", type=float, default=0.15, help="share of questions held out")
     ap.add_argument("--quick", action="store_true", help="MiniLM only, 1 epoch")
     args = ap.parse_args()
     if not Path(args.comparisons).exists():
@@ -37,7 +38,7 @@ def run() -> None:
         big = body != "all-minilm-l6-v2"
         t0 = time.time()
         meta = main(Args(comparisons=args.comparisons, out=f"{args.out}/{body}", model=str(body_dir(body)),
-                         epochs=args.epochs, lora=big, learning_rate=1e-4 if big else 5e-5,
+                         epochs=args.epochs, lora=big, val_fraction=args.val_fraction, learning_rate=1e-4 if big else 5e-5,
                          batch_size=8))  # fmt: skip
         rows.append((body, meta["validation"], meta["comparisons"], time.time() - t0))
     print(

@@ -80,7 +80,8 @@ def test_whole_episode_on_local_wikipedia(wiki, page_cache, tmp_path):
     assert obs.count("Search results for: Baghdad river") == 1
     obs, reward, terminated, truncated, info = env.step("End: Answer")
     assert info["phase"] == "answer" and not terminated and not truncated
-    assert obs.endswith("●Answer") and "[1] Tigris (en.wikipedia.org)\nThe Tigris is" in obs
+    assert obs.endswith("\nQuestion: Which river flows through Baghdad?\nAnswer:")
+    assert "Passage [1] Tigris: The Tigris is" in obs
 
     obs, reward, terminated, truncated, info = env.step("The Tigris [1][2].")
     assert terminated and not truncated and reward == 0.0

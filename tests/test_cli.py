@@ -87,7 +87,7 @@ def _drive(cli_env, tiny_dir, save_to: Path) -> None:
         ("Clicked on link 0", "Baghdad \\(en.wikipedia.org\\)"),
         ("Clicked on link 77", "there is no link 77"),
         ("Quote: located on the banks of the Tigris", "From \\[1\\] Baghdad"),
-        ("End: Answer", "●Answer"),
+        ("End: Answer", "Passage \\[1\\] Baghdad: "),
     ]:
         child.expect("command> ")
         child.sendline(command)

@@ -71,7 +71,7 @@ def test_recall_demonstrations_answer_from_memory_and_export_only_the_answer(wik
     assert all(step.error is None for step in recall.steps)
     rows = to_prompt_completion(recall, PromptFormat("base", examples=0))
     assert [r["phase"] for r in rows] == ["answer"], "off-target browsing is not imitated"
-    assert rows[0]["completion"] == "Blorft\n"
+    assert rows[0]["completion"] == " Blorft\n", "the answer continues its Answer: line"
     assert "Blorft" not in rows[0]["prompt"]
 
 
@@ -82,7 +82,7 @@ def test_prompt_completion_export(wiki):
     assert len(rows) == len(record.steps)
     assert rows[0]["prompt"].endswith(record.steps[0].observation + "\n")
     assert rows[0]["completion"] == record.steps[0].action + "\n"
-    assert rows[-1]["phase"] == "answer" and rows[-1]["completion"].startswith("Leonardo")
+    assert rows[-1]["phase"] == "answer" and rows[-1]["completion"].startswith(" Leonardo")
     assert set(rows[0]) >= {"prompt", "completion"}
 
 

@@ -37,8 +37,12 @@ def test_base_prompt_has_instruction_examples_and_observation():
     assert "●Next action\nQuote: The Tigris passes through Baghdad, the capital of Iraq.\n" in text
     assert "●Next action\nEnd: Answer\n" in text
     assert PromptFormat("base", examples=0).browse("OBS") == BASE_BROWSE_INSTRUCTION + "\n\nOBS\n"
-    answer = fmt.answer("●Question\nQ?\n●Quotes\nNone\n●Answer")
-    assert answer.startswith(ANSWER_INSTRUCTION) and "●Answer\nThe Tigris [1]\n" in answer
+    answer = fmt.answer("Question: Q?\nAnswer:")
+    # answers continue their `Answer:` line, like the retrieve-then-read baseline's
+    assert answer.startswith(ANSWER_INSTRUCTION) and answer.endswith("\n\nQuestion: Q?\nAnswer:")
+    assert "Passage [1] Tigris: The Tigris passes through Baghdad" in answer
+    assert "\nAnswer: The Tigris [1]\n\n" in answer and fmt.lead("answer") == " "
+    assert fmt.lead("browse") == "" and PromptFormat("chat", 0, "x").lead("answer") == ""
 
 
 def test_worked_examples_use_commands_the_parser_accepts():
@@ -67,6 +71,14 @@ def test_chat_prompt_uses_the_template():
 def test_completion_to_action_keeps_first_line():
     assert completion_to_action("  Search Tigris \nClicked on link 0") == "Search Tigris"
     assert completion_to_action("") == ""
+
+
+def test_a_completion_ends_at_the_first_newline_after_text(policy):
+    """After `Answer:` a model may open a new line first: that blank line is not the answer."""
+    nl = policy.tokenizer.encode("\n", add_special_tokens=False)
+    word = policy.tokenizer.encode("Tigris", add_special_tokens=False)
+    assert not policy._ends_line(nl) and not policy._ends_line(nl + nl)
+    assert not policy._ends_line(nl + word) and policy._ends_line(nl + word + nl)
 
 
 def test_generation_records_tokens_logprobs_and_stops(policy):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from env.browser import BrowserEnv
-from env.observation import strip_markup
+from env.observation import render_answer, strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
 from env.search import query_variants, tokenize
 from webagent.datasets import Question
@@ -213,8 +213,16 @@ def to_prompt_completion(record: EpisodeRecord, fmt: PromptFormat, tokenizer=Non
             continue
         if step.phase == "answer" and not step.action.strip():
             continue
-        prompt = fmt.prompt(step.phase, step.observation, tokenizer)  # type: ignore[arg-type]
-        rows.append({"prompt": prompt, "completion": step.action.strip() + "\n", "phase": step.phase,
+        # answers are rendered afresh from the quotes: records made before a layout change
+        # still train the current one (browse steps keep their recorded observation)
+        observation = (
+            render_answer(question=record.question, quotes=record.quotes)
+            if step.phase == "answer"
+            else step.observation
+        )
+        prompt = fmt.prompt(step.phase, observation, tokenizer)  # type: ignore[arg-type]
+        completion = fmt.lead(step.phase) + step.action.strip() + "\n"
+        rows.append({"prompt": prompt, "completion": completion, "phase": step.phase,
                      "episode_id": record.id})  # fmt: skip
     return rows
 

@@ -64,6 +64,8 @@ from typing import Any, Literal
 
 import torch
 
+from reward.model import last_positions  # one home: the reward model pools at the same place
+
 __all__ = [
     "CACHE_FORMAT",
     "DEFAULT_MODEL",
@@ -865,13 +867,6 @@ def logits_for(
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits.float()
-
-
-def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last attended token of each row (works for left and right padding)."""
-    t = attention_mask.shape[-1]
-    ar = torch.arange(t, device=attention_mask.device)
-    return (attention_mask.long() * (ar + 1)).argmax(-1)
 
 
 def last_token_logits(

@@ -115,6 +115,13 @@ class HFPolicy:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=self.format.add_special_tokens).input_ids
 
+    def _ends_line(self, tokens: list[int]) -> bool:
+        """The last token ends a line that has text: blank lines before it are not a completion
+        (after `Answer:` a model may start a new line first)."""
+        if "\n" not in self.tokenizer.decode(tokens[-1:]):
+            return False
+        return bool(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+
     def trie(self, admissible) -> _Trie:
         """The token trie of an `Admissible` set (whole commands and free-text keywords)."""
         unknown = {p for p in admissible.prefixes if p not in KEYWORDS}
@@ -270,7 +277,7 @@ class HFPolicy:
                     finished_command
                     or tok in self.stop_ids
                     or len(tokens[i]) >= caps[i]
-                    or (stop_at_newline and "\n" in self.tokenizer.decode(tokens[i][-1:]))
+                    or (stop_at_newline and self._ends_line(tokens[i]))
                 ):
                     done[i] = True
             if all(done):

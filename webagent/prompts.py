@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Literal
 
 from env.commands import describe
-from env.observation import SavedQuote, render_answer, render_browse
+from env.observation import SavedQuote, render_answer, render_browse, render_passages
 
 Phase = Literal["browse", "answer", "closed_book", "rag"]
 
@@ -32,8 +32,8 @@ BASE_BROWSE_INSTRUCTION = (
 )
 """A base model learns the commands from the examples; a command list only invites copying."""
 ANSWER_INSTRUCTION = (
-    "Answer the question from the quotes. Write the short answer first, copied from a quote, "
-    "then cite the quotes that support it as [n]. One line."
+    "Answer each question with a short answer. Use the passages given with it and cite the "
+    "ones that support the answer as [n]."
 )
 _SENTINEL = "@@OBSERVATION@@"
 NO_QUOTES_ANSWER = ""
@@ -162,11 +162,7 @@ RAG_INSTRUCTION = "Answer each question with a short answer. Use the passages gi
 
 def qa_observation(question: str, passages: Sequence[tuple[str, str]] = ()) -> str:
     """The question (after numbered passages, for retrieve-then-read), cueing the answer."""
-    lines = [
-        f"Passage [{i}] {title}: {' '.join(text.split())}"
-        for i, (title, text) in enumerate(passages, 1)
-    ]
-    return "\n".join([*lines, f"Question: {question}", "Answer:"])
+    return render_passages(question, [(f"[{i}] {t}", x) for i, (t, x) in enumerate(passages, 1)])
 
 
 # the same four questions as the measured reference baselines: 4 worked examples, no passages
@@ -204,7 +200,12 @@ class PromptFormat:
     def answer(self, observation: str, tokenizer=None) -> str:
         """The prompt for the answer phase; the completion is the answer citing [n]."""
         shots = _ANSWER_EXAMPLES if self.examples else []
-        return self._render(ANSWER_INSTRUCTION, shots, observation, tokenizer)
+        return self._render(ANSWER_INSTRUCTION, shots, observation, tokenizer, inline=True)
+
+    def lead(self, phase: Phase | str) -> str:
+        """What joins a prompt and its completion: a base prompt's answer continues its
+        `Answer:` line after a space (training targets and the decoding aid's answers agree)."""
+        return " " if self.style == "base" and phase in ("answer", "closed_book", "rag") else ""
 
     def static_prefix(self, phase: Phase, tokenizer=None) -> str:
         """The part of every prompt of this phase that comes before the observation.

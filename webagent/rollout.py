@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from env.browser import BrowserEnv
+from env.browser import Admissible, BrowserEnv
 from env.record import EpisodeRecord
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
@@ -106,7 +106,7 @@ def run_episodes(
             seeds = [s.seed * 1_000_003 + s.steps for s in ready]
             t0 = time.perf_counter()
             constrained = [
-                s.env.admissible()
+                _led(s.env.admissible(), policy, s.env.phase)
                 if config.admissible_only and not (policy.free_answers and s.env.phase == "answer")
                 else None
                 for s in ready
@@ -127,6 +127,16 @@ def run_episodes(
                     slots.remove(slot)
                     yield slot.index, _stamp(finished, policy, slot)
         fill()
+
+
+def _led(admissible: Admissible, policy, phase: str) -> Admissible:
+    """The admissible set as the policy writes it after its prompt (a base prompt's answer
+    follows `Answer:` after a space: `PromptFormat.lead`)."""
+    fmt = getattr(policy, "format", None)
+    lead = fmt.lead(phase) if fmt is not None else ""
+    if not lead:
+        return admissible
+    return Admissible(tuple(lead + c for c in admissible.commands), admissible.prefixes)
 
 
 def _advance(
@@ -162,7 +172,9 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     record.seed = slot.seed
     if record.answer == NO_QUOTES_ANSWER:
         record.answer = None
-        record.meta["no_answer"] = "browsing collected no quotes"
+        record.meta["no_answer"] = (
+            "the policy wrote no answer" if record.quotes else "browsing collected no quotes"
+        )
     return record
 
 
