@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--sample-rm", default=None,
                     help="reward model of the sampling run (default: the first of --rms)")  # fmt: skip
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--temperature", type=float, default=0.3)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-actions", type=int, default=10)
     ap.add_argument("--out", default="runs/bench-best-of")

@@ -269,7 +269,7 @@ def run(args: EvalArgs) -> Path:
     if args.best_of > 1 and not args.rm:
         raise ValueError("--best-of needs a reward model: --rm DIR (see `webagent train rm`)")
     if args.best_of > 1 and args.policy.temperature == 0:
-        raise ValueError("--best-of needs sampling: give --temperature > 0 (e.g. 0.7)")
+        raise ValueError("--best-of needs sampling: give --temperature > 0 (e.g. 0.3)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     questions = load_questions(args.dataset)[: args.limit]
