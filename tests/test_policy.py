@@ -238,6 +238,11 @@ def test_free_answer_policy_is_not_held_to_quote_spans(wiki):
         config = RunConfig(batch_size=4, sampling=Sampling(temperature=1.5))
         records = [r for _, r in run_episodes(policy, tasks, make_env, config)]
         answers[free] = [(r.answer, [q.extract for q in r.quotes]) for r in records if r.quotes]
+        if not free:  # the aid's answers continue `Answer:` after a space, as BC rows do
+            answered = [r.steps[-1] for r in records if r.quotes]
+            assert answered and all(s.phase == "answer" for s in answered)
+            assert all(s.completion.startswith(policy.format.lead("answer")) for s in answered)
+            assert policy.format.lead("answer") == " "
     assert answers[False] and answers[True]
     for answer, quotes in answers[False]:
         assert cited(answer) and any(strip_citations(answer) in q for q in quotes), answer

@@ -91,9 +91,16 @@ def record_question(
     """Append one question's episodes, then its comparisons (the demonstration, if any, is one
     more candidate; it is not written to the episodes file); returns the number of comparisons."""
     append_jsonl(episodes_path(out), records)
-    comps = pairs(question, [*records, demo] if demo else records, judge=judge)
+    comps = question_pairs(question, records, judge, demo)
     append_jsonl(out, [c.to_dict() for c in comps])
     return len(comps)
+
+
+def question_pairs(
+    question: Question, records: list[EpisodeRecord], judge: str, demo: EpisodeRecord | None
+) -> list[Comparison]:
+    """One question's comparisons: its sampled episodes, plus its demonstration if any."""
+    return pairs(question, [*records, demo] if demo else records, judge=judge)
 
 
 def repair(
@@ -110,8 +117,7 @@ def repair(
     for q in questions:
         records = sorted(by_question.get(q.id, []), key=lambda r: r.meta.get("sample", 0))
         if records:
-            demo = demos.get(q.id)
-            comps = pairs(q, [*records, demo] if demo else records, judge=judge)
+            comps = question_pairs(q, records, judge, demos.get(q.id))
             append_jsonl(tmp, [c.to_dict() for c in comps])
             total += len(comps)
     tmp.touch()

@@ -24,7 +24,6 @@ from env.errors import CacheError
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
-from reward.text import Answer
 from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
 from webagent.metrics import (
@@ -191,21 +190,16 @@ def rescore(rows: list[dict], scorer) -> list[dict]:
     """The same best-of-n rows with every candidate scored by another reward model (no new
     sampling): how two reward models rank the same candidates. Candidates of rows written
     before episodes were kept beside them cannot be rescored."""
+    from reward.best_of_n import rank
+
     out = []
     for row in rows:
         cands = row.get("candidates") or []
         if not all("episode" in c for c in cands):
             raise ValueError("these best-of-n rows do not keep their candidates' episodes")
         eps = [EpisodeRecord.from_dict(c["episode"]) for c in cands]
-        scores = scorer.score(row["question"], [Answer.from_record(e) for e in eps])
-        out.append(
-            {
-                **row,
-                "candidates": [
-                    {**c, "score": float(x)} for c, x in zip(cands, scores, strict=True)
-                ],
-            }
-        )
+        scores = rank(row["question"], eps, scorer).scores
+        out.append({**row, "candidates": [{**c, "score": float(x)} for c, x in zip(cands, scores, strict=True)]})  # fmt: skip
     return out
 
 
