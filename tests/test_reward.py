@@ -34,6 +34,7 @@ from webagent.compare import (
     gold_preference,
     gold_rank,
     pairs,
+    question_pairs,
     repair,
 )
 from webagent.datasets import Question
@@ -172,6 +173,12 @@ def test_demonstrations_join_the_samples_and_repair_rewrites_the_pairs(tmp_path)
                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert {c.preference for c in read_comparisons(out)} == {0.5}, "without --demos: ties only"
+    # --demos-when none-right: the demonstration joins only questions no sample got right
+    assert len(question_pairs(q, samples, "gold", demo, "none-right")) == 5
+    right = [*samples, rec(4, "Tigris", "A river.", {"question_id": "q1", "sample": 4})]
+    only_samples = question_pairs(q, right, "gold", demo, "none-right")
+    assert all("e9" not in c.meta["episodes"] for c in only_samples) and len(only_samples) == 5
+    assert len(question_pairs(q, right, "gold", demo)) == 9
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,12 @@ from webagent.train_bc import main as train_bc
 from webagent.train_ppo import (
     Args,
     PolicyAndValue,
+    answer_only,
     collate,
     evaluate_segments,
     gae,
     ppo_loss,
+    recorded_browses,
     segments_of,
     token_rewards,
 )
@@ -196,3 +198,38 @@ def test_ppo_runs_on_two_processes(bc_policy, tiny_rm, tmp_path, train_env):
                          env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "ppo2" / "webagent.json").read_text())["iterations"] == 1
+
+
+def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_policy, wiki):
+    """Answer-only episodes answer a recorded browse's quotes; at temperature 0.5 the update
+    recomputes the log-probs the sampler drew with (the policy is the tempered one)."""
+    from webagent.datasets import load_questions
+
+    policy = load_policy(PolicyArgs(model=str(bc_policy)))
+    demos = bc_policy.parent / "demos.jsonl"
+    data = _questions(bc_policy.parent)
+    browses = recorded_browses(str(demos), load_questions(str(data)))
+    assert sorted(q for q, _ in browses) == [0, 1]
+    args = Args(dataset=str(data), temperature=0.5, batch=2, max_new_tokens=10)
+    records = answer_only(policy, [r for _, r in browses], [7, 8], args)
+    for (_, browse), record in zip(browses, records, strict=True):
+        assert record.quotes == browse.quotes and record.meta["answer_only"]
+        (step,) = record.steps
+        assert step.phase == "answer" and step.token_ids and browse.quotes[0].extract in step.prompt
+    segments = [s for e, r in enumerate(records) for s in segments_of(r, e, policy.encode)]
+    net = PolicyAndValue(policy.model, temperature=0.5).eval()
+    evaluate_segments(net, policy.model, segments, policy.tokenizer.pad_token_id)
+    for seg, record in zip(segments, records, strict=True):
+        assert torch.allclose(seg.old_logprobs, torch.tensor(record.steps[0].logprobs), atol=1e-4)
+    untempered = PolicyAndValue(policy.model).eval()
+    evaluate_segments(untempered, policy.model, segments, policy.tokenizer.pad_token_id)
+    assert not torch.allclose(
+        segments[0].old_logprobs, torch.tensor(records[0].steps[0].logprobs), atol=1e-3
+    )
+    other = [
+        q
+        for q in load_questions(str(data))
+        if q.id not in {r.meta["question_id"] for _, r in browses}
+    ]
+    with pytest.raises(ValueError, match="no episode with quotes"):
+        recorded_browses(str(demos), other)

@@ -295,6 +295,9 @@ class CompareArgs:
     demos: str | None = None
     """Demonstrations (`webagent demos` output): each question's one joins its samples as a
     candidate, so wrong samples lose to a right answer instead of tying with each other."""
+    demos_when: str = "always"
+    """always | none-right: add the demonstration only to questions none of whose samples is
+    right, so right answers the reward model sees are mostly the policy's own."""
     repair: bool = False
     """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
     limit: int | None = None
@@ -306,7 +309,13 @@ class CompareArgs:
 def compare_cmd(args: CompareArgs) -> int:
     from tqdm import tqdm
 
-    from webagent.compare import demonstrations, done_questions, record_question, repair
+    from webagent.compare import (
+        DEMOS_WHEN,
+        demonstrations,
+        done_questions,
+        record_question,
+        repair,
+    )
     from webagent.config import load_policy, run_config
     from webagent.datasets import load_questions
     from webagent.rollout import Task, run_episodes
@@ -315,10 +324,14 @@ def compare_cmd(args: CompareArgs) -> int:
         raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
     if args.samples < 2:
         raise ValueError("--samples must be at least 2 to make pairs")
+    if args.demos_when not in DEMOS_WHEN:
+        raise ValueError(
+            f"--demos-when must be one of {', '.join(DEMOS_WHEN)}, got {args.demos_when!r}"
+        )
     questions = load_questions(args.dataset)[: args.limit]
     demos = demonstrations(args.demos)
     if args.repair:
-        total = repair(args.out, questions, args.judge, demos)
+        total = repair(args.out, questions, args.judge, demos, args.demos_when)
         print(f"{total} comparisons from the recorded episodes -> {args.out}")
         return 0
     done = done_questions(args.out)
@@ -340,7 +353,12 @@ def compare_cmd(args: CompareArgs) -> int:
             group = pending.pop(qi)
             q = todo[qi]
             total += record_question(
-                args.out, q, [group[x] for x in range(k)], args.judge, demos.get(q.id)
+                args.out,
+                q,
+                [group[x] for x in range(k)],
+                args.judge,
+                demos.get(q.id),
+                args.demos_when,
             )
             bar.update(1)
             bar.set_postfix(comparisons=total)

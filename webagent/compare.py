@@ -11,7 +11,8 @@ questions already done.
 
 A small policy is mostly wrong, so most gold pairs tie and carry no signal. `--demos FILE`
 (episodes from `webagent demos`, e.g. `--recall`) adds each question's demonstration as one
-more candidate: a right answer to prefer over the policy's wrong ones. `--repair` pairs the
+more candidate: a right answer to prefer over the policy's wrong ones (`--demos-when
+none-right`: only for questions none of whose samples is right). `--repair` pairs the
 episodes already recorded again (with the current `--demos` and judge) instead of sampling.
 """
 
@@ -87,24 +88,48 @@ def record_question(
     records: list[EpisodeRecord],
     judge: str,
     demo: EpisodeRecord | None = None,
+    demos_when: str = "always",
 ) -> int:
     """Append one question's episodes, then its comparisons (the demonstration, if any, is one
     more candidate; it is not written to the episodes file); returns the number of comparisons."""
     append_jsonl(episodes_path(out), records)
-    comps = question_pairs(question, records, judge, demo)
+    comps = question_pairs(question, records, judge, demo, demos_when)
     append_jsonl(out, [c.to_dict() for c in comps])
     return len(comps)
 
 
+DEMOS_WHEN = ("always", "none-right")
+
+
 def question_pairs(
-    question: Question, records: list[EpisodeRecord], judge: str, demo: EpisodeRecord | None
+    question: Question,
+    records: list[EpisodeRecord],
+    judge: str,
+    demo: EpisodeRecord | None,
+    demos_when: str = "always",
 ) -> list[Comparison]:
-    """One question's comparisons: its sampled episodes, plus its demonstration if any."""
+    """One question's comparisons: its sampled episodes, plus its demonstration if any.
+
+    `demos_when="none-right"` adds the demonstration only when no sample is right: where the
+    policy found the answer itself, the reward model learns from the policy's own right answer
+    (what best-of-n must pick out), not from the expert's, which looks different."""
+    if demos_when not in DEMOS_WHEN:
+        raise ValueError(f"demos_when must be one of {DEMOS_WHEN}, got {demos_when!r}")
+    if (
+        demo
+        and demos_when == "none-right"
+        and any(gold_rank(r, question.aliases) > 0 for r in records)
+    ):
+        demo = None
     return pairs(question, [*records, demo] if demo else records, judge=judge)
 
 
 def repair(
-    out: str | Path, questions: Sequence[Question], judge: str, demos: dict[str, EpisodeRecord]
+    out: str | Path,
+    questions: Sequence[Question],
+    judge: str,
+    demos: dict[str, EpisodeRecord],
+    demos_when: str = "always",
 ) -> int:
     """Pair the recorded episodes again into a fresh OUT (written beside, then swapped in)."""
     by_question: dict[str, list[EpisodeRecord]] = {}
@@ -117,7 +142,7 @@ def repair(
     for q in questions:
         records = sorted(by_question.get(q.id, []), key=lambda r: r.meta.get("sample", 0))
         if records:
-            comps = question_pairs(q, records, judge, demos.get(q.id))
+            comps = question_pairs(q, records, judge, demos.get(q.id), demos_when)
             append_jsonl(tmp, [c.to_dict() for c in comps])
             total += len(comps)
     tmp.touch()

@@ -104,6 +104,10 @@ class Args:
     """Sample each episode's action budget uniformly from this range (WebGPT: 20 100)."""
     answer_only_fraction: float = 0.0
     """Extra answer-only episodes per browse (reusing its quotes), as a fraction."""
+    browses: str | None = None
+    """Recorded episodes (`eval`, `compare` or `demos` output) of DATASET's questions: when set,
+    every episode is answer-only, reusing one of these browses' quotes. Answer phases are ~10x
+    shorter than whole episodes, which is what a CPU can train on (bench/README.md, PPO)."""
     max_new_tokens: int = 48
     seed: int = 0
     debug: bool = False
@@ -162,9 +166,10 @@ class PolicyAndValue(torch.nn.Module):
     forward -> (log-probs of the generated tokens, their entropies, values of the states they
     were generated in), each flattened over the batch's action positions in order."""
 
-    def __init__(self, model):
+    def __init__(self, model, temperature: float = 1.0):
         super().__init__()
         self.model = model
+        self.temperature = temperature
         hidden = model.config.hidden_size
         self.value_head = torch.nn.Linear(hidden, 1)
         torch.nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1) ** 0.5)
@@ -172,7 +177,8 @@ class PolicyAndValue(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, action_mask):
         hidden, where = action_hidden(self.model, input_ids, attention_mask, action_mask)
-        logp_all = torch.log_softmax(logits_for(self.model, hidden, where), dim=-1)
+        logits = logits_for(self.model, hidden, where) / self.temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
         logp = _taken(logp_all, input_ids, where)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         values = self.value_head(hidden[where].float()).squeeze(-1)
@@ -186,10 +192,13 @@ def action_hidden(model, input_ids, attention_mask, action_mask):
     return hidden, action_mask[:, 1:]
 
 
-def action_logprobs(model, input_ids, attention_mask, action_mask) -> torch.Tensor:
-    """Log-probabilities of the generated tokens under `model` (flattened, in order)."""
+def action_logprobs(
+    model, input_ids, attention_mask, action_mask, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probabilities of the generated tokens under `model` at `temperature` (flattened)."""
     hidden, where = action_hidden(model, input_ids, attention_mask, action_mask)
-    return _taken(torch.log_softmax(logits_for(model, hidden, where), dim=-1), input_ids, where)
+    logits = logits_for(model, hidden, where) / temperature
+    return _taken(torch.log_softmax(logits, dim=-1), input_ids, where)
 
 
 def _taken(logp_all: torch.Tensor, input_ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -301,7 +310,7 @@ def evaluate_segments(
         part = segments[i : i + chunk]
         batch = collate(part, pad_id)
         logp, _, values = net(**batch)
-        ref_logp = action_logprobs(ref_model, **batch)
+        ref_logp = action_logprobs(ref_model, **batch, temperature=net.temperature)
         offset = 0
         for s in part:
             n = len(s.action_ids)
@@ -314,29 +323,49 @@ def evaluate_segments(
 
 
 def answer_only(
-    policy, record: EpisodeRecord, seed: int, max_new_tokens: int, temperature: float
-) -> EpisodeRecord | None:
-    """WebGPT's answer-only episode: the same question and quotes, a freshly sampled answer."""
+    policy, records: list[EpisodeRecord], seeds: list[int], args: Args
+) -> list[EpisodeRecord]:
+    """WebGPT's answer-only episodes: each record's question and quotes, a freshly sampled
+    answer. The answer prompt is rendered afresh from the quotes (as the BC export does), so
+    browses recorded under an older layout still train the current one."""
+    from env.observation import render_answer
     from webagent.policy import Sampling
     from webagent.prompts import completion_to_action
 
-    steps = [s for s in record.steps if s.phase == "answer" and s.prompt]
-    if not steps or not record.quotes:
-        return None
-    prompt = steps[-1].prompt
-    (gen,) = policy.generate(
-        [prompt],
-        max_new_tokens=max_new_tokens,
-        sampling=Sampling(temperature=temperature, seed=seed),
-        seeds=[seed],
-    )
-    step = replace(steps[-1], action=completion_to_action(gen.text), completion=gen.text, token_ids=gen.token_ids,
-                      logprobs=gen.logprobs, prompt_tokens=gen.prompt_tokens)  # fmt: skip
-    clone = EpisodeRecord.from_dict(record.to_dict())
-    clone.steps = [step]
-    clone.answer = step.action or None
-    clone.meta = {**clone.meta, "answer_only": True}
-    return clone
+    out = []
+    for i in range(0, len(records), args.batch):
+        part, part_seeds = records[i : i + args.batch], seeds[i : i + args.batch]
+        observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
+        prompts = [policy.prompt("answer", o) for o in observations]
+        gens = policy.generate(prompts, max_new_tokens=args.max_new_tokens,
+                               sampling=Sampling(temperature=args.temperature), seeds=part_seeds)  # fmt: skip
+        for record, obs, prompt, gen in zip(part, observations, prompts, gens, strict=True):
+            clone = EpisodeRecord.from_dict(record.to_dict())
+            last = next(s for s in reversed(record.steps) if s.phase == "answer")
+            step = replace(last, observation=obs, prompt=prompt, action=completion_to_action(gen.text),
+                           completion=gen.text, token_ids=gen.token_ids, logprobs=gen.logprobs,
+                           prompt_tokens=gen.prompt_tokens, command=None, error=None)  # fmt: skip
+            clone.steps = [step]
+            clone.answer = step.action or None
+            clone.meta = {**clone.meta, "answer_only": True}
+            out.append(clone)
+    return out
+
+
+def _answered_from_quotes(record: EpisodeRecord) -> bool:
+    return bool(record.quotes) and any(s.phase == "answer" for s in record.steps)
+
+
+def recorded_browses(path: str, questions) -> list[tuple[int, EpisodeRecord]]:
+    """(question index, record) for every recorded episode of these questions that quoted."""
+    from env.record import read_records
+
+    index = {q.id: i for i, q in enumerate(questions)}
+    out = [(index[r.meta.get("question_id")], r) for r in read_records(path)
+           if _answered_from_quotes(r) and r.meta.get("question_id") in index]  # fmt: skip
+    if not out:
+        raise ValueError(f"{path}: no episode with quotes and an answer step for these questions")
+    return out
 
 
 def main(args: Args) -> Path:
@@ -365,10 +394,13 @@ def main(args: Args) -> Path:
     fmt = format_for(loaded.tokenizer, examples=trained.get("prompt", {}).get("examples", 0))
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    net = PolicyAndValue(loaded.model).eval()  # eval: no dropout, so sampled = recomputed log-probs
+    net = PolicyAndValue(
+        loaded.model, args.temperature
+    ).eval()  # eval: no dropout, so sampled = recomputed log-probs
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
     scorer = RewardScorer(args.rm)
+    browses = recorded_browses(args.browses, questions) if args.browses else None
     stats_rms = RunningMeanStd()
     kl_coef = args.kl_coef
     fingerprint = {k: v for k, v in asdict(args).items() if k not in ("iterations", "out", "debug")}
@@ -419,15 +451,34 @@ def main(args: Args) -> Path:
             for n, j in enumerate(picks)
         ]
         net.eval()
-        records: list[tuple[int, EpisodeRecord]] = list(
-            run_episodes(acting, tasks, env_factory(args, rng), run_config)
-        )
-        records.sort(key=lambda x: x[0])
-        episodes = [(picks[i], r) for i, r in records]
+        if browses is not None:  # answer-only episodes on recorded browses
+            chosen = [
+                browses[rng.randrange(len(browses))] for _ in range(args.episodes_per_iteration)
+            ]
+            answers = answer_only(
+                acting, [r for _, r in chosen], [base + n for n in range(len(chosen))], args
+            )
+            episodes = [(q, r) for (q, _), r in zip(chosen, answers, strict=True)]
+        else:
+            records: list[tuple[int, EpisodeRecord]] = list(
+                run_episodes(acting, tasks, env_factory(args, rng), run_config)
+            )
+            records.sort(key=lambda x: x[0])
+            episodes = [(picks[i], r) for i, r in records]
         if args.answer_only_fraction > 0:
-            extra = [(q, answer_only(acting, r, base + 10_000 + n, args.max_new_tokens, args.temperature))
-                     for n, (q, r) in enumerate(episodes) if rng.random() < args.answer_only_fraction]  # fmt: skip
-            episodes += [(q, r) for q, r in extra if r is not None]
+            again = [
+                (q, r)
+                for q, r in episodes
+                if _answered_from_quotes(r) and rng.random() < args.answer_only_fraction
+            ]
+            seeds = [base + 10_000 + n for n in range(len(again))]
+            episodes += list(
+                zip(
+                    [q for q, _ in again],
+                    answer_only(acting, [r for _, r in again], seeds, args),
+                    strict=True,
+                )
+            )
 
         # 2. scores
         raw = scorer.score_texts(
@@ -443,7 +494,7 @@ def main(args: Args) -> Path:
                 if r.answer
                 else args.no_answer_reward
             )
-            if r.end == "budget":
+            if r.end == "budget" and not r.meta.get("answer_only"):
                 score += args.budget_penalty
             scores.append(score)
 
