@@ -13,7 +13,7 @@ import torch
 from tiny import save_tiny
 
 from env.observation import SavedQuote
-from env.record import EpisodeRecord, read_jsonl
+from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from reward.best_of_n import pick, rank
 from reward.comparisons import (
     Comparison,
@@ -150,8 +150,6 @@ def test_demonstrations_join_the_samples_and_repair_rewrites_the_pairs(tmp_path)
     samples = [rec(i, a, "A river.", {"question_id": "q1", "sample": i})
                for i, a in enumerate(["Nile", "Danube", "Nile"])]  # fmt: skip
     out = tmp_path / "c.jsonl"
-    from env.record import append_jsonl
-
     append_jsonl(episodes_path(out), samples)
     assert {c.preference for c in pairs(q, samples)} == {0.5}
     demo = rec(9, "Tigris [1]", "The Tigris flows through Baghdad.", {"question_id": "q1"})
@@ -336,3 +334,41 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     assert len(obj["candidates"]) == 2 and obj["best"] == pick(
         [c["score"] for c in obj["candidates"]]
     )
+
+
+def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wiki):
+    """`--answers-from` samples only answers, each on one of the question's recorded browses in
+    turn, pairs them like whole episodes, and a rerun samples nothing again."""
+    from test_demos import QUESTIONS
+
+    from env.browser import BrowserEnv, EnvConfig
+    from env.limits import BrowseLimits
+    from webagent.demos import generate
+
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
+    browses = tmp_path / "browses.jsonl"
+    append_jsonl(browses, [r for _, r in generate(QUESTIONS[:2], make_env) if r])
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
+                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
+                            for q in QUESTIONS[:3]))  # fmt: skip
+    out = tmp_path / "answers.jsonl"
+    cmd = [str(BIN / "webagent"), "compare", str(data), "--model", str(tiny_body), "--examples", "0",
+           "--samples", "3", "--temperature", "1.0", "--answers-from", str(browses), "--out", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    source = {r.meta["question_id"]: r for r in map(EpisodeRecord.from_dict, read_jsonl(browses))}
+    episodes = [EpisodeRecord.from_dict(r) for r in read_jsonl(episodes_path(out))]
+    assert sorted(e.meta["question_id"] for e in episodes) == sorted([*source] * 3)
+    for e in episodes:  # the browse's quotes, one freshly sampled answer step
+        (step,) = e.steps
+        assert e.quotes == source[e.meta["question_id"]].quotes and e.meta["answer_only"]
+        assert (
+            step.phase == "answer" and step.token_ids and len(step.logprobs) == len(step.token_ids)
+        )
+    assert len({tuple(e.steps[0].token_ids) for e in episodes}) > 2, (
+        "answers are sampled, not copied"
+    )
+    again = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "from 1 questions" in again.stdout, "only the browse-less one"
+    assert len(list(read_jsonl(episodes_path(out)))) == len(episodes)

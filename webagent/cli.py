@@ -300,6 +300,10 @@ class CompareArgs:
     right, so right answers the reward model sees are mostly the policy's own."""
     repair: bool = False
     """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
+    answers_from: str | None = None
+    """Recorded episodes (`eval` or `compare` output): sample only answers, K per question, each
+    on one of the question's recorded browses in turn (WebGPT's answer-only episodes; ~20x
+    cheaper than whole episodes). Questions without a recorded browse are skipped."""
     limit: int | None = None
     batch: int = 8
     debug: bool = False
@@ -309,6 +313,7 @@ class CompareArgs:
 def compare_cmd(args: CompareArgs) -> int:
     from tqdm import tqdm
 
+    from env.record import read_records
     from webagent.compare import (
         DEMOS_WHEN,
         demonstrations,
@@ -318,7 +323,7 @@ def compare_cmd(args: CompareArgs) -> int:
     )
     from webagent.config import load_policy, run_config
     from webagent.datasets import load_questions
-    from webagent.rollout import Task, run_episodes
+    from webagent.rollout import Task, reanswer, run_episodes
 
     if args.judge not in ("gold", "none"):
         raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
@@ -339,11 +344,34 @@ def compare_cmd(args: CompareArgs) -> int:
     policy = load_policy(args.policy)
     k = args.samples
     position = {q.id: n for n, q in enumerate(questions)}
+    total = 0
+    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare", unit="q")
+    if args.answers_from:
+        browses: dict[str, list] = {}
+        for r in read_records(args.answers_from):
+            if r.quotes and any(s.phase == "answer" for s in r.steps):
+                browses.setdefault(r.meta.get("question_id"), []).append(r)
+        config = run_config(args.policy, args.batch)
+        for q in todo:
+            mine = browses.get(q.id)
+            if not mine:
+                bar.update(1)
+                continue
+            chosen = [mine[j % len(mine)] for j in range(k)]
+            records = reanswer(policy, chosen, [position[q.id] * k + j for j in range(k)], config)
+            for j, r in enumerate(records):
+                r.meta.update({"question_id": q.id, "sample": j})
+            total += record_question(
+                args.out, q, records, args.judge, demos.get(q.id), args.demos_when
+            )
+            bar.update(1)
+            bar.set_postfix(comparisons=total)
+        bar.close()
+        print(f"{total} comparisons from {len(todo)} questions -> {args.out}")
+        return 0
     tasks = [Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
              for q in todo for j in range(k)]  # fmt: skip
     pending: dict[int, dict] = {}
-    total = 0
-    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare", unit="q")
     for i, record in run_episodes(
         policy, tasks, args.env.env_factory(), run_config(args.policy, args.batch)
     ):

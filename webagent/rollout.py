@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from env.browser import Admissible, BrowserEnv
+from env.observation import render_answer
 from env.record import EpisodeRecord
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
@@ -183,3 +184,39 @@ def run_one(policy: HFPolicy, question: str, make_env: Callable[[], BrowserEnv],
     """A single episode (the `ask` path)."""
     ((_, record),) = list(run_episodes(policy, [question], make_env, config, on_step=on_step))
     return record
+
+
+def reanswer(
+    policy: HFPolicy,
+    records: Sequence[EpisodeRecord],
+    seeds: Sequence[int],
+    config: RunConfig = RunConfig(),
+) -> list[EpisodeRecord]:
+    """Answer-only episodes (WebGPT's): each record's question and quotes with a freshly
+    sampled answer, its one step carrying tokens and log-probs like any other. The answer prompt
+    is rendered afresh from the quotes (as the BC export does), so browses recorded under an
+    older layout answer in the current one. Answers are free text (no decoding aid)."""
+    out = []
+    for i in range(0, len(records), config.batch_size):
+        part = records[i : i + config.batch_size]
+        observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
+        prompts = [policy.prompt("answer", o) for o in observations]
+        t0 = time.perf_counter()
+        generations = policy.generate(prompts, max_new_tokens=config.answer_max_new_tokens,
+                                      sampling=config.sampling, seeds=seeds[i : i + config.batch_size])  # fmt: skip
+        seconds = (time.perf_counter() - t0) / len(part)
+        for record, obs, prompt, gen in zip(part, observations, prompts, generations, strict=True):
+            clone = EpisodeRecord.from_dict(record.to_dict())
+            last = next(s for s in reversed(record.steps) if s.phase == "answer")
+            action = completion_to_action(gen.text)
+            clone.steps = [replace(last, observation=obs, prompt=prompt, action=action, completion=gen.text,
+                                   token_ids=gen.token_ids, logprobs=gen.logprobs, prompt_tokens=gen.prompt_tokens,
+                                   seconds=seconds, command=None, error=None)]  # fmt: skip
+            clone.answer = action or None
+            clone.model = policy.name
+            clone.meta = {**clone.meta, "answer_only": True}
+            clone.meta.pop("no_answer", None)
+            if clone.answer is None:
+                clone.meta["no_answer"] = "the policy wrote no answer"
+            out.append(clone)
+    return out

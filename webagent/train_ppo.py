@@ -172,7 +172,9 @@ class PolicyAndValue(torch.nn.Module):
         self.temperature = temperature
         hidden = model.config.hidden_size
         self.value_head = torch.nn.Linear(hidden, 1)
-        torch.nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1) ** 0.5)
+        # zero: values start at 0 whatever the scale of the LM's hidden states (Gemma's are
+        # large, so a random head starts at values of several units and clipped updates crawl)
+        torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids, attention_mask, action_mask):
@@ -325,31 +327,13 @@ def evaluate_segments(
 def answer_only(
     policy, records: list[EpisodeRecord], seeds: list[int], args: Args
 ) -> list[EpisodeRecord]:
-    """WebGPT's answer-only episodes: each record's question and quotes, a freshly sampled
-    answer. The answer prompt is rendered afresh from the quotes (as the BC export does), so
-    browses recorded under an older layout still train the current one."""
-    from env.observation import render_answer
+    """WebGPT's answer-only episodes: each record's question and quotes, a freshly sampled answer."""
     from webagent.policy import Sampling
-    from webagent.prompts import completion_to_action
+    from webagent.rollout import RunConfig, reanswer
 
-    out = []
-    for i in range(0, len(records), args.batch):
-        part, part_seeds = records[i : i + args.batch], seeds[i : i + args.batch]
-        observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
-        prompts = [policy.prompt("answer", o) for o in observations]
-        gens = policy.generate(prompts, max_new_tokens=args.max_new_tokens,
-                               sampling=Sampling(temperature=args.temperature), seeds=part_seeds)  # fmt: skip
-        for record, obs, prompt, gen in zip(part, observations, prompts, gens, strict=True):
-            clone = EpisodeRecord.from_dict(record.to_dict())
-            last = next(s for s in reversed(record.steps) if s.phase == "answer")
-            step = replace(last, observation=obs, prompt=prompt, action=completion_to_action(gen.text),
-                           completion=gen.text, token_ids=gen.token_ids, logprobs=gen.logprobs,
-                           prompt_tokens=gen.prompt_tokens, command=None, error=None)  # fmt: skip
-            clone.steps = [step]
-            clone.answer = step.action or None
-            clone.meta = {**clone.meta, "answer_only": True}
-            out.append(clone)
-    return out
+    config = RunConfig(batch_size=args.batch, sampling=Sampling(temperature=args.temperature),
+                       answer_max_new_tokens=args.max_new_tokens, admissible_only=False)  # fmt: skip
+    return reanswer(policy, records, seeds, config)
 
 
 def _answered_from_quotes(record: EpisodeRecord) -> bool:
