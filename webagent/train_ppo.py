@@ -106,8 +106,9 @@ class Args:
     """Extra answer-only episodes per browse (reusing its quotes), as a fraction."""
     browses: str | None = None
     """Recorded episodes (`eval`, `compare` or `demos` output) of DATASET's questions: when set,
-    every episode is answer-only, reusing one of these browses' quotes. Answer phases are ~10x
-    shorter than whole episodes, which is what a CPU can train on (bench/README.md, PPO)."""
+    every episode is answer-only, reusing one of these browses' quotes, taken in a fixed
+    shuffled cycle. Answer phases are ~10x shorter than whole episodes, which is what a CPU can
+    train on (bench/README.md, PPO)."""
     max_new_tokens: int = 48
     seed: int = 0
     debug: bool = False
@@ -385,6 +386,10 @@ def main(args: Args) -> Path:
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
     scorer = RewardScorer(args.rm)
     browses = recorded_browses(args.browses, questions) if args.browses else None
+    if browses is not None:
+        # one shuffle, then a cycle: a slice no larger than one iteration's episodes replays the
+        # same browses every iteration, so its mean reward tracks the policy alone
+        browse_order = random.Random(args.seed).sample(browses, len(browses))
     stats_rms = RunningMeanStd()
     kl_coef = args.kl_coef
     fingerprint = {k: v for k, v in asdict(args).items() if k not in ("iterations", "out", "debug")}
@@ -435,9 +440,10 @@ def main(args: Args) -> Path:
             for n, j in enumerate(picks)
         ]
         net.eval()
-        if browses is not None:  # answer-only episodes on recorded browses
+        if browses is not None:  # answer-only episodes on recorded browses, in a fixed cycle
             chosen = [
-                browses[rng.randrange(len(browses))] for _ in range(args.episodes_per_iteration)
+                browse_order[(base + n) % len(browse_order)]
+                for n in range(args.episodes_per_iteration)
             ]
             answers = answer_only(
                 acting, [r for _, r in chosen], [base + n for n in range(len(chosen))], args
