@@ -3,13 +3,17 @@ more reward models ranking the same sampled candidates.
 
     .venv/bin/python bench/best_of_n.py --rms runs/rm/all-minilm-l6-v2 runs/rm/gemma3-270m --limit 60
     .venv/bin/python bench/best_of_n.py --rms runs/rm/all-minilm-l6-v2 --limit 5 --n 2   # smoke run
+    .venv/bin/python bench/best_of_n.py --policies bc-gemma3-270m runs/ppo --rms runs/rm/gemma \
+        --n 4 --greedy --limit 40 --out runs/bench-ppo   # BC against BC+PPO (issue 7's table)
 
 The candidates are sampled once, by an ordinary resumable `webagent eval --best-of N` run (its
 --rm picks there: `--sample-rm`, else the first of `--rms`); every other reward model rescores the same episodes, so the
 rows differ only in the judge. Best-of-k reads the first k candidates of each question; its
 s/question is those k episodes' share of the batched compute plus scoring (WebGPT's question:
 where does the compute-efficient n land for this model size?). `oracle` counts a question right
-when any of the k candidates is.
+when any of the k candidates is. With several `--policies` each samples into OUT/<name>, and
+`EM / first` compares every row with the first policy's best-of-1 under the first reward
+model; `--greedy` adds each policy's greedy (temperature 0) run.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--dataset", default=str(DEV))
-    ap.add_argument("--policy", default="bc-gemma3-270m")
+    ap.add_argument("--policies", nargs="+", default=["bc-gemma3-270m"])
     ap.add_argument("--rms", nargs="+", required=True, help="reward model dirs to compare")
     ap.add_argument("--sample-rm", default=None,
                     help="reward model of the sampling run (default: the first of --rms)")  # fmt: skip
@@ -38,35 +42,55 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.3)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-actions", type=int, default=10)
+    ap.add_argument("--greedy", action="store_true", help="also run each policy greedily")
     ap.add_argument("--out", default="runs/bench-best-of")
     args = ap.parse_args()
     if not Path(args.dataset).exists():
         print(f"skipped: {args.dataset} not found (../shared/data is not beside the repo)")
         return
-    out = Path(args.out)
     sample_rm = args.sample_rm or args.rms[0]
-    run(EvalArgs(dataset=args.dataset, out=str(out), limit=args.limit, best_of=args.n, rm=sample_rm,
-                 policy=PolicyArgs(model=args.policy, temperature=args.temperature),
-                 env=EnvArgs(max_actions=args.max_actions)))  # fmt: skip
-    rows = list(read_jsonl(out / "results.jsonl"))
     from reward.model import RewardScorer
 
-    curves = {}
-    for rm in args.rms:
-        scored = rows if rm == sample_rm else rescore(rows, RewardScorer(rm))
-        curves[rm] = best_of_curve(scored)
+    scorers = {rm: RewardScorer(rm) for rm in args.rms if rm != sample_rm}
+    table, curves = [], {}
+    for policy in args.policies:
+        out = Path(args.out) if len(args.policies) == 1 else Path(args.out) / _name(policy)
+        env = EnvArgs(max_actions=args.max_actions)
+        if args.greedy:
+            greedy = out.with_name(out.name + "-greedy")
+            run(EvalArgs(dataset=args.dataset, out=str(greedy), limit=args.limit,
+                         policy=PolicyArgs(model=policy, temperature=0.0), env=env))  # fmt: skip
+            rows = list(read_jsonl(greedy / "results.jsonl"))
+            em = sum(r["em"] for r in rows) / len(rows)
+            secs = sum(r["seconds"] for r in rows) / len(rows)
+            table.append((policy, "greedy", "—", em, None, secs))
+        run(EvalArgs(dataset=args.dataset, out=str(out), limit=args.limit, best_of=args.n, rm=sample_rm,
+                     policy=PolicyArgs(model=policy, temperature=args.temperature), env=env))  # fmt: skip
+        rows = list(read_jsonl(out / "results.jsonl"))
+        for rm in args.rms:
+            scored = rows if rm == sample_rm else rescore(rows, scorers[rm])
+            curve = curves.setdefault(f"{policy} | {rm}", best_of_curve(scored))
+            table += [(policy, f"best-of-{c['k']}", Path(rm).name, c["em"], c["oracle_em"],
+                       c["seconds_per_question"]) for c in curve]  # fmt: skip
+    n = len(rows)
+    print(f"\nT={args.temperature}, {n} questions, {args.max_actions} actions\n")
+    first = next((r[3] for r in table if r[1] == "best-of-1"), 0)
     print(
-        f"\n{args.policy}, T={args.temperature}, {len(rows)} questions, {args.max_actions} actions\n"
+        "| policy | decoding | reward model | EM | EM / first best-of-1 | oracle EM | s/question |"
     )
-    print("| reward model | k | EM | EM / best-of-1 | oracle EM | s/question |")
-    print("|---|---|---|---|---|---|")
-    for rm, curve in curves.items():
-        base = curve[0]["em"] if curve else 0
-        for c in curve:
-            ratio = f"{c['em'] / base:.2f}x" if base else "n/a"
-            print(f"| {Path(rm).name} | {c['k']} | {c['em']:.3f} | {ratio} | {c['oracle_em']:.3f} | "
-                  f"{c['seconds_per_question']:.1f} |")  # fmt: skip
-    (out / "curves.json").write_text(json.dumps(curves, indent=2))
+    print("|---|---|---|---|---|---|---|")
+    for policy, decoding, rm, em, oracle, secs in table:
+        ratio = f"{em / first:.2f}x" if first else "n/a"
+        oracle = "—" if oracle is None else f"{oracle:.3f}"
+        print(
+            f"| {_name(policy)} | {decoding} | {rm} | {em:.3f} | {ratio} | {oracle} | {secs:.1f} |"
+        )
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "curves.json").write_text(json.dumps(curves, indent=2))
+
+
+def _name(policy: str) -> str:
+    return Path(policy).name or policy
 
 
 if __name__ == "__main__":
