@@ -131,6 +131,20 @@ def test_malformed_rows_name_their_line(tmp_path, content, message):
         load_questions(p)
 
 
+def test_questions_without_answers_load_only_when_asked(tmp_path):
+    """PPO and person-labelled comparisons need no answers; evaluation does."""
+    p = tmp_path / "open.jsonl"
+    p.write_text('{"question": "Why is the sky blue?"}\n{"question": "b", "answer": ["y"]}\n')
+    with pytest.raises(DatasetError, match=":1: answer must be"):
+        load_questions(p)
+    unlabelled, labelled = load_questions(p, require_answers=False)
+    assert unlabelled.question == "Why is the sky blue?" and unlabelled.aliases == ()
+    assert labelled.aliases == ("y",)
+    p.write_text('{"question": "a", "answer": 7}\n')
+    with pytest.raises(DatasetError, match="answer must be"):
+        load_questions(p, require_answers=False)
+
+
 def test_shared_dev_set_loads():
     from conftest import SHARED
 

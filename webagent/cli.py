@@ -333,7 +333,7 @@ def compare_cmd(args: CompareArgs) -> int:
         raise ValueError(
             f"--demos-when must be one of {', '.join(DEMOS_WHEN)}, got {args.demos_when!r}"
         )
-    questions = load_questions(args.dataset)[: args.limit]
+    questions = load_questions(args.dataset, require_answers=args.judge == "gold")[: args.limit]
     demos = demonstrations(args.demos)
     if args.repair:
         total = repair(args.out, questions, args.judge, demos, args.demos_when)

@@ -37,7 +37,7 @@ def _aliases(value: str, aliases) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(a) for a in out if str(a).strip()))
 
 
-def _row(obj: dict, where: str) -> Question:
+def _row(obj: dict, where: str, require_answer: bool = True) -> Question:
     if not isinstance(obj, dict):
         raise DatasetError(f"{where}: expected a JSON object")
     question = obj.get("question", obj.get("Question"))
@@ -54,11 +54,17 @@ def _row(obj: dict, where: str) -> Question:
     if isinstance(answer, list) and answer and all(isinstance(a, str) for a in answer):  # NQ-open
         qid = obj.get("question_id") or obj.get("id") or _qid(question)
         return Question(str(qid), question.strip(), answer[0], _aliases(answer[0], answer[1:]))
+    if answer is None and not require_answer:  # questions to train on with a reward model
+        qid = obj.get("question_id") or obj.get("id") or _qid(question)
+        return Question(str(qid), question.strip(), "", ())
     raise DatasetError(f"{where}: answer must be {{'value','aliases'}} or a list of strings")
 
 
-def load_questions(path: str | Path) -> list[Question]:
-    """Read any of the three layouts; ids are unique (duplicates are an error)."""
+def load_questions(path: str | Path, *, require_answers: bool = True) -> list[Question]:
+    """Read any of the three layouts; ids are unique (duplicates are an error).
+
+    `require_answers=False` also accepts rows with no answer (PPO against a reward model, or
+    comparisons a person labels, need none); such a question has no aliases."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
@@ -72,7 +78,9 @@ def load_questions(path: str | Path) -> list[Question]:
             raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(data.get("Data"), list):
             raise DatasetError(f"{path}: 'Data' must be a list")
-        questions = [_row(row, f"{path}: Data[{i}]") for i, row in enumerate(data["Data"])]
+        questions = [
+            _row(row, f"{path}: Data[{i}]", require_answers) for i, row in enumerate(data["Data"])
+        ]
     else:
         for n, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
             if not line.strip():
@@ -81,7 +89,7 @@ def load_questions(path: str | Path) -> list[Question]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            questions.append(_row(obj, f"{path}:{n}"))
+            questions.append(_row(obj, f"{path}:{n}", require_answers))
     if not questions:
         raise DatasetError(f"{path}: no questions")
     seen: set[str] = set()

@@ -369,7 +369,7 @@ def main(args: Args) -> Path:
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    questions = load_questions(args.dataset)
+    questions = load_questions(args.dataset, require_answers=False)
     if not questions:
         raise ValueError(f"{args.dataset} holds no questions")
     loaded = trainable_policy(args.policy)
