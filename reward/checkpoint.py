@@ -41,3 +41,9 @@ def complete_dir(target: str | Path) -> Path | None:
     if not target.exists() and old.exists():
         os.replace(old, target)
     return target if target.exists() else None
+
+
+def resume_state(target: str | Path, name: str = "state.pt") -> Path | None:
+    """The resume file `name` in the last complete checkpoint `target`, or None to start over."""
+    found = complete_dir(target)
+    return found / name if found is not None and (found / name).exists() else None

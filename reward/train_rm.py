@@ -28,7 +28,7 @@ from typing import Annotated
 import torch
 import tyro
 
-from reward.checkpoint import complete_dir, write_dir
+from reward.checkpoint import resume_state, write_dir
 from reward.comparisons import Comparison, read_comparisons
 from reward.label import labels_path, merged
 from reward.model import RewardModel, encode, prepare_tokenizer
@@ -185,8 +185,8 @@ def main(args: Args) -> dict:
                    "lora": args.lora, "epochs": args.epochs, "batch_size": args.batch_size,
                    "learning_rate": args.learning_rate, "seed": args.seed}  # fmt: skip
     start_epoch, history = 0, []
-    state_path = out / "last" / "state.pt"
-    if complete_dir(out / "last") and state_path.exists():
+    state_path = resume_state(out / "last")
+    if state_path is not None:
         state = torch.load(state_path, weights_only=False)
         if state["fingerprint"] != fingerprint:
             raise ValueError(f"{out / 'last'} was written by a different run; use another --out")

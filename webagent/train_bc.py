@@ -43,7 +43,7 @@ import torch
 import tyro
 
 from env.record import EpisodeRecord, read_jsonl
-from reward.checkpoint import complete_dir, write_dir
+from reward.checkpoint import resume_state, write_dir
 from webagent.models import (
     CHECKPOINT_META,
     checkpoint_meta,
@@ -396,7 +396,7 @@ def main(args: Args) -> Path:
                    "learning_rate": args.learning_rate, "lora_r": args.lora_r,
                    "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse}  # fmt: skip
     step, log = 0, {"train": [], "val": []}
-    if complete_dir(out / "last") and (out / "last" / "state.pt").exists():
+    if resume_state(out / "last") is not None:
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
         log = meta["log"]
         accelerator.print(f"resuming from {out / 'last'} at step {step}/{total_steps}")

@@ -46,7 +46,7 @@ import tyro
 
 from env.browser import BrowserEnv
 from env.record import EpisodeRecord
-from reward.checkpoint import complete_dir, write_dir
+from reward.checkpoint import resume_state, write_dir
 from webagent.config import EnvArgs
 from webagent.models import (
     CHECKPOINT_META,
@@ -397,8 +397,8 @@ def main(args: Args) -> Path:
     fingerprint = json.loads(json.dumps(fingerprint))
     start, log = 0, []
     last = out / "last"
-    if complete_dir(last) and (last / "state.pt").exists():
-        state = torch.load(last / "state.pt", weights_only=False)
+    if (state_path := resume_state(last)) is not None:
+        state = torch.load(state_path, weights_only=False)
         if state["fingerprint"] != fingerprint:
             raise ValueError(
                 f"{last} was written by a different run; use another --out or delete it"
