@@ -10,7 +10,9 @@ answer prompt is rendered afresh from the recorded quotes: `passages` is the cur
 (`env.observation.render_answer`, continued inline after `Answer:`); `browse` is the layout
 the answer phase used before (the browse observation's sections, with its own instruction,
 answer on the next line), kept here only to measure the difference. `copied`: share of
-answers found in the quotes; ratios are EM over the first row's, in one run.
+answers found in the quotes; `cites`: share that cite a quote as [n]; `supported`: right and
+supported by a cited quote (over all questions, like EM); ratios are EM over the first row's,
+in one run.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import json
 import time
 
 from env.observation import SECTION, SavedQuote, render_answer, title_line
-from webagent.answers import strip_citations
+from webagent.answers import cited, strip_citations
 from webagent.config import PolicyArgs, load_policy
-from webagent.metrics import exact_match, normalize
+from webagent.metrics import exact_match, normalize, supported
 from webagent.prompts import completion_to_action
 
 OLD_INSTRUCTION = (
@@ -63,7 +65,8 @@ def main() -> None:
         if quotes:
             items.append((r["aliases"], r["question"], quotes))
     print(f"{len(rows)} questions, {len(items)} with quotes to answer from\n")
-    print("| policy | layout | EM | vs first | copied | s/question |\n|---|---|---|---|---|---|")
+    print("| policy | layout | EM | vs first | copied | cites | supported | s/question |")
+    print("|---|---|---|---|---|---|---|---|")
     first = None
     for spec in args.policies:
         policy = load_policy(PolicyArgs(model=spec))
@@ -73,17 +76,21 @@ def main() -> None:
             for i in range(0, len(prompts), args.batch):
                 outs += policy.generate(prompts[i : i + args.batch], max_new_tokens=32)
             seconds = (time.perf_counter() - t0) / max(1, len(rows))
-            em = copied = 0.0
+            em = copied = cites = support = 0.0
             for (aliases, _, quotes), gen in zip(items, outs, strict=True):
-                text = strip_citations(completion_to_action(gen.text))
+                full = completion_to_action(gen.text)
+                text = strip_citations(full)
                 em += exact_match(text, aliases) if text else 0.0
+                cites += bool(cited(full))
+                support += bool(text) and supported(full, aliases, [q.extract for q in quotes])
                 answer = normalize(text)
                 copied += bool(answer) and any(answer in normalize(q.extract) for q in quotes)
             em /= max(1, len(rows))
             first = em if first is None else first
             ratio = f"{em / first:.2f}" if first else "—"
-            print(f"| {spec} | {layout} | {em:.3f} | {ratio} | {copied / max(1, len(items)):.2f} | "
-                  f"{seconds:.2f} |")  # fmt: skip
+            n = max(1, len(items))
+            print(f"| {spec} | {layout} | {em:.3f} | {ratio} | {copied / n:.2f} | {cites / n:.2f} | "
+                  f"{support / max(1, len(rows)):.3f} | {seconds:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

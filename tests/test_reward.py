@@ -363,6 +363,7 @@ def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wik
     for e in episodes:  # the browse's quotes, one freshly sampled answer step
         (step,) = e.steps
         assert e.quotes == source[e.meta["question_id"]].quotes and e.meta["answer_only"]
+        assert e.meta["browse"] == source[e.meta["question_id"]].id != e.id
         assert (
             step.phase == "answer" and step.token_ids and len(step.logprobs) == len(step.token_ids)
         )

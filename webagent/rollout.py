@@ -198,15 +198,16 @@ def reanswer(
     older layout answer in the current one. Answers are free text (no decoding aid)."""
     out = []
     for i in range(0, len(records), config.batch_size):
-        part = records[i : i + config.batch_size]
+        part, part_seeds = records[i : i + config.batch_size], seeds[i : i + config.batch_size]
         observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
         prompts = [policy.prompt("answer", o) for o in observations]
         t0 = time.perf_counter()
         generations = policy.generate(prompts, max_new_tokens=config.answer_max_new_tokens,
-                                      sampling=config.sampling, seeds=seeds[i : i + config.batch_size])  # fmt: skip
+                                      sampling=config.sampling, seeds=part_seeds)  # fmt: skip
         seconds = (time.perf_counter() - t0) / len(part)
-        for record, obs, prompt, gen in zip(part, observations, prompts, generations, strict=True):
+        for record, seed, obs, prompt, gen in zip(part, part_seeds, observations, prompts, generations, strict=True):  # fmt: skip
             clone = EpisodeRecord.from_dict(record.to_dict())
+            clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
             action = completion_to_action(gen.text)
             clone.steps = [replace(last, observation=obs, prompt=prompt, action=action, completion=gen.text,
@@ -214,7 +215,7 @@ def reanswer(
                                    seconds=seconds, command=None, error=None)]  # fmt: skip
             clone.answer = action or None
             clone.model = policy.name
-            clone.meta = {**clone.meta, "answer_only": True}
+            clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}
             clone.meta.pop("no_answer", None)
             if clone.answer is None:
                 clone.meta["no_answer"] = "the policy wrote no answer"
