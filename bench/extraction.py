@@ -48,6 +48,8 @@ class Args:
     """Score only the first N pages (sorted by id); 0 for all."""
     worst: int = 0
     """Also list the N pages where (a) loses most F1 against (b), to guide fixes."""
+    quick: bool = False
+    """The first 20 pages only (`make bench`)."""
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -127,7 +129,7 @@ def run(args: Args) -> int:
         print(f"skipped: no benchmark data at {args.data_dir} (needs ../shared)")
         return 0
     truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    ids = sorted(truth)[: args.limit or None]
+    ids = sorted(truth)[: args.limit or (20 if args.quick else None)]
     pages = {
         i: gzip.decompress((args.data_dir / "html" / f"{i}.html.gz").read_bytes()).decode("utf-8")
         for i in ids
