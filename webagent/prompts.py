@@ -195,12 +195,12 @@ class PromptFormat:
     def browse(self, observation: str, tokenizer=None) -> str:
         """The prompt for one browse step; the completion is one command line."""
         instruction = BROWSE_INSTRUCTION if self.style == "chat" else BASE_BROWSE_INSTRUCTION
-        return self._render(instruction, self._browse_examples, observation, tokenizer)
+        return self._render(instruction, self._browse_examples, observation, tokenizer, "browse")
 
     def answer(self, observation: str, tokenizer=None) -> str:
         """The prompt for the answer phase; the completion is the answer citing [n]."""
         shots = _ANSWER_EXAMPLES if self.examples else []
-        return self._render(ANSWER_INSTRUCTION, shots, observation, tokenizer, inline=True)
+        return self._render(ANSWER_INSTRUCTION, shots, observation, tokenizer, "answer")
 
     def lead(self, phase: Phase | str) -> str:
         """What joins a prompt and its completion: a base prompt's answer continues its
@@ -230,12 +230,11 @@ class PromptFormat:
             return self.answer(observation, tokenizer)
         instruction = QA_INSTRUCTION if phase == "closed_book" else RAG_INSTRUCTION
         shots = _QA_EXAMPLES[: max(0, min(self.examples, len(_QA_EXAMPLES)))]
-        return self._render(instruction, shots, observation, tokenizer, inline=True)
+        return self._render(instruction, shots, observation, tokenizer, phase)
 
-    def _render(
-        self, instruction: str, shots, observation: str, tokenizer, inline: bool = False
-    ) -> str:
-        """Instruction, worked shots, then the observation. `inline`: "Answer: X" on one line."""
+    def _render(self, instruction: str, shots, observation: str, tokenizer, phase: str) -> str:
+        """Instruction, worked shots, then the observation. A base prompt whose completion
+        continues the last line (`lead`) shows its shots the same way: "Answer: X"."""
         if self.style == "chat":
             if tokenizer is None:
                 raise ValueError("a chat prompt needs the tokenizer that owns the template")
@@ -249,8 +248,8 @@ class PromptFormat:
             return tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
-        if inline:
-            blocks = [f"{o} {a}" for o, a in shots]
+        if lead := self.lead(phase):
+            blocks = [f"{o}{lead}{a}" for o, a in shots]
             return "\n\n".join([instruction, *blocks, observation])
         parts = [instruction, ""]
         for shot_obs, shot_action in shots:
