@@ -70,7 +70,7 @@ def main() -> None:
         for rm in args.rms:
             scored = rows if rm == sample_rm else rescore(rows, scorers[rm])
             curve = curves.setdefault(f"{policy} | {rm}", best_of_curve(scored))
-            table += [(policy, f"best-of-{c['k']}", Path(rm).name, c["em"], c["oracle_em"],
+            table += [(policy, f"best-of-{c['k']}", "/".join(Path(rm).parts[-2:]), c["em"], c["oracle_em"],
                        c["seconds_per_question"]) for c in curve]  # fmt: skip
     n = len(rows)
     print(f"\nT={args.temperature}, {n} questions, {args.max_actions} actions\n")
