@@ -27,11 +27,11 @@ from webagent.train_ppo import (
     Args,
     PolicyAndValue,
     answer_only,
+    browses_of,
     collate,
     evaluate_segments,
     gae,
     ppo_loss,
-    recorded_browses,
     segments_of,
     token_rewards,
 )
@@ -200,6 +200,14 @@ def test_ppo_runs_on_two_processes(bc_policy, tiny_rm, tmp_path, train_env):
     assert json.loads((tmp_path / "ppo2" / "webagent.json").read_text())["iterations"] == 1
 
 
+def eval_rows(path: Path, browses) -> Path:
+    """`webagent eval` rows (best-of: the kept episode plus its candidates) holding `browses`."""
+    path.write_text("".join(json.dumps({"question_id": r.meta["question_id"], "episode": r.to_dict(),
+                                        "candidates": [{"score": 0.0, "episode": r.to_dict()}]}) + "\n"
+                            for _, r in browses))  # fmt: skip
+    return path
+
+
 def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_policy, wiki):
     """Answer-only episodes answer a recorded browse's quotes; at temperature 0.5 the update
     recomputes the log-probs the sampler drew with (the policy is the tempered one)."""
@@ -208,7 +216,7 @@ def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_po
     policy = load_policy(PolicyArgs(model=str(bc_policy)))
     demos = bc_policy.parent / "demos.jsonl"
     data = _questions(bc_policy.parent)
-    browses = recorded_browses(str(demos), load_questions(str(data)))
+    browses = browses_of(str(demos), load_questions(str(data)))
     assert sorted(q for q, _ in browses) == [0, 1]
     args = Args(dataset=str(data), temperature=0.5, batch=2, max_new_tokens=10)
     records = answer_only(policy, [r for _, r in browses], [7, 8], args)
@@ -232,4 +240,8 @@ def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_po
         if q.id not in {r.meta["question_id"] for _, r in browses}
     ]
     with pytest.raises(ValueError, match="no episode with quotes"):
-        recorded_browses(str(demos), other)
+        browses_of(str(demos), other)
+    # an eval results file serves too: each row's episode and every best-of candidate's
+    rows = eval_rows(bc_policy.parent / "eval-results.jsonl", browses)
+    again = browses_of(str(rows), load_questions(str(data)))
+    assert [r.id for _, r in again] == [r.id for _, b in browses for r in (b, b)]

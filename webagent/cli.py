@@ -301,9 +301,9 @@ class CompareArgs:
     repair: bool = False
     """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
     answers_from: str | None = None
-    """Recorded episodes (`eval` or `compare` output): sample only answers, K per question, each
-    on one of the question's recorded browses in turn (WebGPT's answer-only episodes; ~20x
-    cheaper than whole episodes). Questions without a recorded browse are skipped."""
+    """Recorded episodes (`eval` results, `compare` or `demos` output): sample only answers, K per
+    question, each on one of the question's recorded browses in turn (WebGPT's answer-only
+    episodes; ~16x cheaper per sample than whole episodes). Questions without one are skipped."""
     limit: int | None = None
     batch: int = 8
     debug: bool = False
@@ -313,7 +313,6 @@ class CompareArgs:
 def compare_cmd(args: CompareArgs) -> int:
     from tqdm import tqdm
 
-    from env.record import read_records
     from webagent.compare import (
         DEMOS_WHEN,
         demonstrations,
@@ -323,7 +322,7 @@ def compare_cmd(args: CompareArgs) -> int:
     )
     from webagent.config import load_policy, run_config
     from webagent.datasets import load_questions
-    from webagent.rollout import Task, reanswer, run_episodes
+    from webagent.rollout import Task, reanswer, recorded_browses, run_episodes
 
     if args.judge not in ("gold", "none"):
         raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
@@ -348,9 +347,8 @@ def compare_cmd(args: CompareArgs) -> int:
     bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare", unit="q")
     if args.answers_from:
         browses: dict[str, list] = {}
-        for r in read_records(args.answers_from):
-            if r.quotes and any(s.phase == "answer" for s in r.steps):
-                browses.setdefault(r.meta.get("question_id"), []).append(r)
+        for r in recorded_browses(args.answers_from):
+            browses.setdefault(r.meta.get("question_id"), []).append(r)
         config = run_config(args.policy, args.batch)
         for q in todo:
             mine = browses.get(q.id)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from env.browser import Admissible, BrowserEnv
 from env.observation import render_answer
-from env.record import EpisodeRecord
+from env.record import EpisodeRecord, RecordError, numbered_lines
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
 
@@ -221,3 +222,24 @@ def reanswer(
                 clone.meta["no_answer"] = "the policy wrote no answer"
             out.append(clone)
     return out
+
+
+def recorded_browses(path: str | Path) -> Iterator[EpisodeRecord]:
+    """Episodes that quoted and reached the answer phase, from an episode-records file (`demos`,
+    `compare`'s *.episodes.jsonl) or a `webagent eval` results.jsonl (every best-of candidate
+    too), each carrying its `question_id` in meta: what answer-only episodes reuse."""
+    for i, obj in numbered_lines(path):
+        if "episode" in obj and "question_id" in obj:  # an eval row
+            episodes = [
+                obj["episode"],
+                *(c["episode"] for c in obj.get("candidates", []) if "episode" in c),
+            ]
+            records = [EpisodeRecord.from_dict(e) for e in episodes]
+            for r in records:
+                r.meta.setdefault("question_id", obj["question_id"])
+        else:
+            try:
+                records = [EpisodeRecord.from_dict(obj)]
+            except RecordError as exc:
+                raise RecordError(f"{path}:{i}: {exc}") from exc
+        yield from (r for r in records if r.quotes and any(s.phase == "answer" for s in r.steps))

@@ -341,13 +341,13 @@ def _answered_from_quotes(record: EpisodeRecord) -> bool:
     return bool(record.quotes) and any(s.phase == "answer" for s in record.steps)
 
 
-def recorded_browses(path: str, questions) -> list[tuple[int, EpisodeRecord]]:
-    """(question index, record) for every recorded episode of these questions that quoted."""
-    from env.record import read_records
+def browses_of(path: str, questions) -> list[tuple[int, EpisodeRecord]]:
+    """(question index, record) for every recorded browse of these questions."""
+    from webagent.rollout import recorded_browses
 
     index = {q.id: i for i, q in enumerate(questions)}
-    out = [(index[r.meta.get("question_id")], r) for r in read_records(path)
-           if _answered_from_quotes(r) and r.meta.get("question_id") in index]  # fmt: skip
+    out = [(index[r.meta["question_id"]], r) for r in recorded_browses(path)
+           if r.meta.get("question_id") in index]  # fmt: skip
     if not out:
         raise ValueError(f"{path}: no episode with quotes and an answer step for these questions")
     return out
@@ -385,7 +385,7 @@ def main(args: Args) -> Path:
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
     scorer = RewardScorer(args.rm)
-    browses = recorded_browses(args.browses, questions) if args.browses else None
+    browses = browses_of(args.browses, questions) if args.browses else None
     if browses is not None:
         # one shuffle, then a cycle: a slice no larger than one iteration's episodes replays the
         # same browses every iteration, so its mean reward tracks the policy alone
