@@ -245,3 +245,18 @@ def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_po
     rows = eval_rows(bc_policy.parent / "eval-results.jsonl", browses)
     again = browses_of(str(rows), load_questions(str(data)))
     assert [r.id for _, r in again] == [r.id for _, b in browses for r in (b, b)]
+
+
+def test_ppo_cli_answer_only_on_recorded_browses(bc_policy, tiny_rm, tmp_path, train_env):
+    """`--browses`: every episode answers a recorded browse's quotes (no browsing)."""
+    out = tmp_path / "ppo-answers"
+    run = subprocess.run([str(BIN / "webagent"), "train", "ppo", str(_questions(tmp_path)), "--policy", str(bc_policy),
+                          "--rm", str(tiny_rm), "--out", str(out), "--browses", str(bc_policy.parent / "demos.jsonl"),
+                          "--iterations", "2", "--episodes-per-iteration", "3", "--batch", "3",
+                          "--temperature", "0.7", "--max-new-tokens", "8"],
+                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2]
+    assert all(r["episode_length"] == 0 and r["answered"] > 0 for r in log), "answer phase only"
+    assert log[0]["kl"] == pytest.approx(0.0, abs=1e-4), "the first rollout is the reference's"
