@@ -60,6 +60,9 @@ class _Slot:
     steps: int = 0
 
 
+WROTE_NO_ANSWER = "the policy wrote no answer"
+"""`meta["no_answer"]` of an episode that had quotes but whose answer came out empty."""
+
 StepCallback = Callable[[int, EpisodeRecord, str], None]
 """Called after every step with (episode index, record so far, phase of that step)."""
 
@@ -175,7 +178,7 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     if record.answer == NO_QUOTES_ANSWER:
         record.answer = None
         record.meta["no_answer"] = (
-            "the policy wrote no answer" if record.quotes else "browsing collected no quotes"
+            WROTE_NO_ANSWER if record.quotes else "browsing collected no quotes"
         )
     return record
 
@@ -219,7 +222,7 @@ def reanswer(
             clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}
             clone.meta.pop("no_answer", None)
             if clone.answer is None:
-                clone.meta["no_answer"] = "the policy wrote no answer"
+                clone.meta["no_answer"] = WROTE_NO_ANSWER
             out.append(clone)
     return out
 
@@ -242,4 +245,10 @@ def recorded_browses(path: str | Path) -> Iterator[EpisodeRecord]:
                 records = [EpisodeRecord.from_dict(obj)]
             except RecordError as exc:
                 raise RecordError(f"{path}:{i}: {exc}") from exc
-        yield from (r for r in records if r.quotes and any(s.phase == "answer" for s in r.steps))
+        yield from filter(answerable, records)
+
+
+def answerable(record: EpisodeRecord) -> bool:
+    """Whether an answer-only episode can reuse this record: it quoted and reached the answer
+    phase (whose step `reanswer` replaces)."""
+    return bool(record.quotes) and any(s.phase == "answer" for s in record.steps)

@@ -337,10 +337,6 @@ def answer_only(
     return reanswer(policy, records, seeds, config)
 
 
-def _answered_from_quotes(record: EpisodeRecord) -> bool:
-    return bool(record.quotes) and any(s.phase == "answer" for s in record.steps)
-
-
 def browses_of(path: str, questions) -> list[tuple[int, EpisodeRecord]]:
     """(question index, record) for every recorded browse of these questions."""
     from webagent.rollout import recorded_browses
@@ -363,7 +359,7 @@ def main(args: Args) -> Path:
     from webagent.metrics import exact_match
     from webagent.policy import HFPolicy, Sampling
     from webagent.prompts import format_for
-    from webagent.rollout import RunConfig, Task, run_episodes
+    from webagent.rollout import RunConfig, Task, answerable, run_episodes
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -379,9 +375,8 @@ def main(args: Args) -> Path:
     fmt = format_for(loaded.tokenizer, examples=trained.get("prompt", {}).get("examples", 0))
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    net = PolicyAndValue(
-        loaded.model, args.temperature
-    ).eval()  # eval: no dropout, so sampled = recomputed log-probs
+    # eval: no dropout, so the log-probs recomputed for the update are those that sampled
+    net = PolicyAndValue(loaded.model, args.temperature).eval()
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
     scorer = RewardScorer(args.rm)
@@ -459,7 +454,7 @@ def main(args: Args) -> Path:
             again = [
                 (q, r)
                 for q, r in episodes
-                if _answered_from_quotes(r) and rng.random() < args.answer_only_fraction
+                if answerable(r) and rng.random() < args.answer_only_fraction
             ]
             seeds = [base + 10_000 + n for n in range(len(again))]
             episodes += list(
