@@ -338,6 +338,9 @@ def compare_cmd(args: CompareArgs) -> int:
         total = repair(args.out, questions, args.judge, demos, args.demos_when)
         print(f"{total} comparisons from the recorded episodes -> {args.out}")
         return 0
+    browses: dict[str, list] = {}  # read before loading the model: a bad file fails at once
+    for r in recorded_browses(args.answers_from) if args.answers_from else ():
+        browses.setdefault(r.meta.get("question_id"), []).append(r)
     done = done_questions(args.out)
     todo = [q for q in questions if q.id not in done]
     policy = load_policy(args.policy)
@@ -346,9 +349,6 @@ def compare_cmd(args: CompareArgs) -> int:
     total = 0
     bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare", unit="q")
     if args.answers_from:
-        browses: dict[str, list] = {}
-        for r in recorded_browses(args.answers_from):
-            browses.setdefault(r.meta.get("question_id"), []).append(r)
         config = run_config(args.policy, args.batch)
         for q in todo:
             mine = browses.get(q.id)

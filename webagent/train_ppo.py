@@ -368,6 +368,7 @@ def main(args: Args) -> Path:
     questions = load_questions(args.dataset, require_answers=False)
     if not questions:
         raise ValueError(f"{args.dataset} holds no questions")
+    browses = browses_of(args.browses, questions) if args.browses else None  # before any model
     loaded = trainable_policy(args.policy)
     reference = load(args.policy).model.eval()
     reference.requires_grad_(False)
@@ -380,7 +381,6 @@ def main(args: Args) -> Path:
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
     scorer = RewardScorer(args.rm)
-    browses = browses_of(args.browses, questions) if args.browses else None
     if browses is not None:
         # one shuffle, then a cycle: a slice no larger than one iteration's episodes replays the
         # same browses every iteration, so its mean reward tracks the policy alone
