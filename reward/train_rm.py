@@ -59,6 +59,13 @@ class Args:
     """Tokens per reward text (the quotes are capped first; the answer is never cut)."""
     val_fraction: float = 0.15
     """Share of questions held out."""
+    ties: bool = True
+    """Train on tied comparisons (preference 0.5). With gold labels most pairs are two wrong
+    answers: `--no-ties` spends the compute on pairs that say which answer is better."""
+    per_question: int | None = None
+    """Keep at most this many comparisons per question (a seeded choice, in training and
+    validation alike): many questions with a few pairs each teach judging unseen questions,
+    where a few questions with many pairs teach their answers."""
     seed: int = 0
     debug: bool = False
 
@@ -80,6 +87,20 @@ def split_by_question(items: list[Comparison], val_fraction: float, seed: int):
     n_val = 0 if len(questions) < 2 else max(1, round(len(questions) * val_fraction))
     held = set(questions[:n_val])
     return [c for c in items if c.question not in held], [c for c in items if c.question in held]
+
+
+def cap_per_question(items: list[Comparison], cap: int | None, seed: int) -> list[Comparison]:
+    """At most `cap` comparisons per question, a seeded choice kept in file order."""
+    if cap is None:
+        return items
+    if cap < 1:
+        raise ValueError(f"--per-question must be at least 1, got {cap}")
+    by_question: dict[str, list[int]] = {}
+    for i, c in enumerate(items):
+        by_question.setdefault(c.question, []).append(i)
+    rng = random.Random(seed)
+    keep = {i for ids in by_question.values() for i in rng.sample(ids, min(cap, len(ids)))}
+    return [c for i, c in enumerate(items) if i in keep]
 
 
 def bt_loss(r0: torch.Tensor, r1: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
@@ -161,6 +182,10 @@ def main(args: Args) -> dict:
     items = [c for c in labeled if c.preference is not None]
     if not items:
         raise ValueError(f"{args.comparisons} holds no labeled comparisons")
+    items = cap_per_question(items if args.ties else [c for c in items if not c.is_tie],
+                             args.per_question, args.seed)  # fmt: skip
+    if not items:
+        raise ValueError(f"{args.comparisons} holds no comparison with a preference")
     train, val = split_by_question(items, args.val_fraction, args.seed)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(args.model, local_files_only=True))
     model = RewardModel.from_body(args.model)
@@ -183,7 +208,8 @@ def main(args: Args) -> dict:
 
     fingerprint = {"data_sha256": file_sha256(args.comparisons), "model": args.model,
                    "lora": args.lora, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "learning_rate": args.learning_rate, "seed": args.seed}  # fmt: skip
+                   "learning_rate": args.learning_rate, "seed": args.seed, "ties": args.ties,
+                   "per_question": args.per_question}  # fmt: skip
     start_epoch, history = 0, []
     state_path = resume_state(out / "last")
     if state_path is not None:

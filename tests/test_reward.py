@@ -26,7 +26,7 @@ from reward.comparisons import (
 )
 from reward.model import RewardModel, RewardScorer
 from reward.text import Answer, Quote, reward_text
-from reward.train_rm import Args, agreement, bt_loss
+from reward.train_rm import Args, agreement, bt_loss, cap_per_question
 from reward.train_rm import main as train_rm
 from webagent.compare import (
     demonstrations,
@@ -221,6 +221,33 @@ def test_reward_model_learns_and_resumes(tiny_body, tmp_path):
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from" in again.stdout and "after epoch 6/6" in again.stdout
+
+
+def test_cap_per_question_spreads_comparisons_over_questions():
+    many = [Comparison("Q1", answer(f"a{i}"), answer(f"b{i}"), 1.0, "gold") for i in range(5)]
+    few = [Comparison("Q2", answer("c"), answer("d"), 0.0, "gold")]
+    items = many[:3] + few + many[3:]
+    capped = cap_per_question(items, 2, seed=0)
+    assert sum(c.question == "Q1" for c in capped) == 2 and few[0] in capped
+    assert capped == [c for c in items if c in capped], "file order is kept"
+    assert cap_per_question(items, 2, seed=0) == capped, "seeded"
+    assert cap_per_question(items, None, seed=0) == items
+    with pytest.raises(ValueError, match="at least 1"):
+        cap_per_question(items, 0, seed=0)
+
+
+def test_no_ties_trains_only_on_preferences(tiny_body, tmp_path):
+    data = tmp_path / "comparisons.jsonl"
+    ties = [Comparison(f"Tie {i}?", answer("x"), answer("y"), 0.5, "gold") for i in range(6)]
+    write_comparisons(data, synthetic(8)[:-1] + ties)
+    args = Args(comparisons=str(data), out=str(tmp_path / "rm"), model=str(tiny_body), epochs=1,
+                batch_size=4, warmup_steps=1, val_fraction=0.25, ties=False, per_question=1)  # fmt: skip
+    meta = train_rm(args)
+    assert meta["comparisons"]["train"] + meta["comparisons"]["val"] == 8, meta["comparisons"]
+    with pytest.raises(ValueError, match="no comparison with a preference"):
+        write_comparisons(tmp_path / "ties.jsonl", ties)
+        train_rm(Args(comparisons=str(tmp_path / "ties.jsonl"), out=str(tmp_path / "rm2"),
+                      model=str(tiny_body), ties=False))  # fmt: skip
 
 
 def test_agreement_counts_baselines_and_skips_ties():

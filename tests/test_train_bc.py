@@ -30,6 +30,7 @@ from webagent.train_bc import (
     lr_at,
     micro_batches,
     tokenize_row,
+    weigh_cited,
 )
 
 BIN = Path(sys.executable).parent
@@ -225,3 +226,14 @@ def test_uncited_recall_answers_make_a_free_answer_policy():
     assert (
         answer_style([browse, gold, {"phase": "answer", "completion": "Blorft\n"}], None) == "free"
     )
+
+
+def test_cited_answers_are_repeated_in_training_only_as_asked():
+    gold = {"phase": "answer", "completion": "Tigris [1]\n"}
+    recall = {"phase": "answer", "completion": "Tigris\n"}
+    browse = {"phase": "browse", "completion": "Quote: the Tigris [1]\n"}  # not an answer row
+    rows = [browse, gold, recall]
+    assert weigh_cited(rows, 1) == rows
+    assert weigh_cited(rows, 3) == [browse, gold, gold, gold, recall]
+    with pytest.raises(ValueError, match="at least 1"):
+        weigh_cited(rows, 0)

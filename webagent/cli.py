@@ -346,49 +346,45 @@ def compare_cmd(args: CompareArgs) -> int:
     policy = load_policy(args.policy)
     k = args.samples
     position = {q.id: n for n, q in enumerate(questions)}
+
+    def sampled():
+        """Each to-do question with its K episodes (None: it has no recorded browse)."""
+        if args.answers_from:
+            config = run_config(args.policy, args.batch)
+            for q in todo:
+                mine = browses.get(q.id)
+                if not mine:
+                    yield q, None
+                    continue
+                chosen = [mine[j % len(mine)] for j in range(k)]
+                seeds = [position[q.id] * k + j for j in range(k)]
+                records = reanswer(policy, chosen, seeds, config)
+                for j, r in enumerate(records):
+                    r.meta.update({"question_id": q.id, "sample": j})
+                yield q, records
+            return
+        tasks = [Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
+                 for q in todo for j in range(k)]  # fmt: skip
+        pending: dict[int, dict] = {}
+        for i, record in run_episodes(
+            policy, tasks, args.env.env_factory(), run_config(args.policy, args.batch)
+        ):
+            qi, j = divmod(i, k)
+            pending.setdefault(qi, {})[j] = record
+            if len(pending[qi]) == k:
+                group = pending.pop(qi)
+                yield todo[qi], [group[x] for x in range(k)]
+
     total = 0
-    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare", unit="q")
-    if args.answers_from:
-        config = run_config(args.policy, args.batch)
-        for q in todo:
-            mine = browses.get(q.id)
-            if not mine:
-                bar.update(1)
-                continue
-            chosen = [mine[j % len(mine)] for j in range(k)]
-            records = reanswer(policy, chosen, [position[q.id] * k + j for j in range(k)], config)
-            for j, r in enumerate(records):
-                r.meta.update({"question_id": q.id, "sample": j})
-            total += record_question(
-                args.out, q, records, args.judge, demos.get(q.id), args.demos_when
-            )
+    with tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare",
+              unit="q") as bar:  # fmt: skip
+        for q, records in sampled():
+            if records is not None:
+                total += record_question(
+                    args.out, q, records, args.judge, demos.get(q.id), args.demos_when
+                )
             bar.update(1)
             bar.set_postfix(comparisons=total)
-        bar.close()
-        print(f"{total} comparisons from {len(todo)} questions -> {args.out}")
-        return 0
-    tasks = [Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
-             for q in todo for j in range(k)]  # fmt: skip
-    pending: dict[int, dict] = {}
-    for i, record in run_episodes(
-        policy, tasks, args.env.env_factory(), run_config(args.policy, args.batch)
-    ):
-        qi, j = divmod(i, k)
-        pending.setdefault(qi, {})[j] = record
-        if len(pending[qi]) == k:
-            group = pending.pop(qi)
-            q = todo[qi]
-            total += record_question(
-                args.out,
-                q,
-                [group[x] for x in range(k)],
-                args.judge,
-                demos.get(q.id),
-                args.demos_when,
-            )
-            bar.update(1)
-            bar.set_postfix(comparisons=total)
-    bar.close()
     print(f"{total} comparisons from {len(todo)} questions -> {args.out}")
     return 0
 

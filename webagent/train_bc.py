@@ -44,6 +44,7 @@ import tyro
 
 from env.record import EpisodeRecord, read_jsonl
 from reward.checkpoint import resume_state, write_dir
+from webagent.answers import cited
 from webagent.models import (
     CHECKPOINT_META,
     checkpoint_meta,
@@ -114,6 +115,10 @@ class Args:
     keep_browse: float = 1.0
     """Share of browse rows kept (a seeded random subset): weights a run toward answering
     while browse rows still anchor the browsing it learnt (answer rows alone make it drift)."""
+    cited_weight: int = 1
+    """Training answer rows that cite a quote appear this many times per epoch. Cited answers
+    are the expert's only on-target ones (18% of the recall demonstrations), too rare for the
+    policy to learn when to copy and cite; validation rows are never repeated."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -169,6 +174,17 @@ def split_episodes(rows: list[dict], val_fraction: float, seed: int) -> tuple[li
     val_ids = set(ids[:n_val])
     return [r for r in rows if r["episode_id"] not in val_ids], [
         r for r in rows if r["episode_id"] in val_ids
+    ]
+
+
+def weigh_cited(rows: list[dict], weight: int) -> list[dict]:
+    """Repeat answer rows whose completion cites a quote `weight` times (others once)."""
+    if weight < 1:
+        raise ValueError(f"--cited-weight must be at least 1, got {weight}")
+    return [
+        r
+        for r in rows
+        for _ in range(weight if r.get("phase") == "answer" and cited(r["completion"]) else 1)
     ]
 
 
@@ -258,7 +274,6 @@ def answer_style(rows: list[dict], init_meta: dict | None) -> str:
     """ "free" when the policy was taught uncited answers from memory (recall demonstrations),
     here or by the policy it continues, so the decoding aid must not hold its answers to quote
     spans; else "extractive"."""
-    from webagent.answers import cited
 
     if init_meta is not None and init_meta.get("answers") == "free":
         return "free"
@@ -368,6 +383,7 @@ def main(args: Args) -> Path:
     if not rows:
         raise ValueError(f"{args.demos} holds no rows of phase {', '.join(args.phases)}")
     train_rows, val_rows = split_episodes(rows, args.val_fraction, args.val_seed)
+    train_rows = weigh_cited(train_rows, args.cited_weight)
     train = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in train_rows]
     val_rows = random.Random(args.val_seed).sample(val_rows, min(len(val_rows), args.max_val_rows))
     val = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in val_rows]
@@ -394,7 +410,8 @@ def main(args: Args) -> Path:
                    "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "world": world,
                    "seed": args.seed, "val_seed": args.val_seed, "total_steps": total_steps, "limit": args.limit,
                    "learning_rate": args.learning_rate, "lora_r": args.lora_r,
-                   "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse}  # fmt: skip
+                   "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse,
+                   "cited_weight": args.cited_weight}  # fmt: skip
     step, log = 0, {"train": [], "val": []}
     if resume_state(out / "last") is not None:
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
