@@ -10,7 +10,8 @@ The candidates are sampled once, by an ordinary resumable `webagent eval --best-
 --rm picks there: `--sample-rm`, else the first of `--rms`); every other reward model rescores the same episodes, so the
 rows differ only in the judge. Best-of-k reads the first k candidates of each question; its
 s/question is those k episodes' share of the batched compute plus scoring (WebGPT's question:
-where does the compute-efficient n land for this model size?). `oracle` counts a question right
+where does the compute-efficient n land for this model size?). `--runs DIR…` skips sampling:
+each reward model reranks the candidates earlier runs kept. `oracle` counts a question right
 when any of the k candidates is. With several `--policies` each samples into OUT/<name>, and
 `EM / first` compares every row with the first policy's best-of-1 under the first reward
 model; `--greedy` adds each policy's greedy (temperature 0) run.
@@ -44,12 +45,18 @@ def main() -> None:
     ap.add_argument("--max-actions", type=int, default=10)
     ap.add_argument("--greedy", action="store_true", help="also run each policy greedily")
     ap.add_argument("--out", default="runs/bench-best-of")
+    ap.add_argument("--runs", nargs="+", default=None, metavar="DIR",
+                    help="no sampling: every reward model reranks the candidates these earlier "
+                    "runs kept (their questions joined; best-of-k up to the fewest candidates)")  # fmt: skip
     args = ap.parse_args()
     if not Path(args.dataset).exists():
         print(f"skipped: {args.dataset} not found (../shared/data is not beside the repo)")
         return
-    sample_rm = args.sample_rm or args.rms[0]
     from reward.model import RewardScorer
+
+    if args.runs:
+        return rerank(args.runs, args.rms, Path(args.out))
+    sample_rm = args.sample_rm or args.rms[0]
 
     scorers = {rm: RewardScorer(rm) for rm in args.rms if rm != sample_rm}
     table, curves = [], {}
@@ -87,6 +94,25 @@ def main() -> None:
         )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "curves.json").write_text(json.dumps(curves, indent=2))
+
+
+def rerank(runs: list[str], rms: list[str], out: Path) -> None:
+    """Best-of-k of recorded candidates under each reward model (no sampling)."""
+    from reward.model import RewardScorer
+
+    rows = [r for run_dir in runs for r in read_jsonl(Path(run_dir) / "results.jsonl")]
+    curves = {}
+    print(f"\n{len(rows)} questions from {', '.join(runs)}\n")
+    print("| reward model | best-of-k | EM | EM / best-of-1 | oracle EM | s/question |")
+    print("|---|---|---|---|---|---|")
+    for rm in rms:
+        curve = curves[rm] = best_of_curve(rescore(rows, RewardScorer(rm)))
+        for c in curve:
+            print(f"| {'/'.join(Path(rm).parts[-2:])} | {c['k']} | {c['em']:.3f} | "
+                  f"{c['em'] / curve[0]['em'] if curve[0]['em'] else 0:.2f}x | "
+                  f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curves.json").write_text(json.dumps(curves, indent=2))
 
 
 def _name(policy: str) -> str:

@@ -3,6 +3,12 @@
     .venv/bin/python bench/reanswer.py runs/bench-eval/bc/results.jsonl \
         --policies bc-gemma3-270m runs/bc/policy --limit 150
     .venv/bin/python bench/reanswer.py runs/bench-eval/bc/results.jsonl --layouts passages browse
+    .venv/bin/python bench/reanswer.py runs/exp/heldout-gold-expert.jsonl \
+        --dataset ../shared/data/triviaqa/train.jsonl --policies bc-gemma3-270m runs/bc/policy-cited
+
+Episode records (e.g. `webagent demos` output on questions a policy never trained on) work
+too, with `--dataset` for their answers: on an expert's on-target quotes the table shows
+whether a policy copies and cites when it can.
 
 Every policy sees the same questions and quotes (greedy), so the table isolates how well each
 answers from given quotes (the stage-2 variants in bench/README were chosen this way). The
@@ -24,6 +30,7 @@ import time
 from env.observation import SECTION, SavedQuote, render_answer, title_line
 from webagent.answers import cited, strip_citations
 from webagent.config import PolicyArgs, load_policy
+from webagent.datasets import load_questions
 from webagent.metrics import exact_match, normalize, supported
 from webagent.prompts import completion_to_action
 
@@ -51,7 +58,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("results", help="results.jsonl of a `webagent eval` browse run")
+    ap.add_argument("results", help="results.jsonl of a `webagent eval` browse run, or records")
+    ap.add_argument("--dataset", default=None, help="the records' questions, for their answers")
     ap.add_argument("--policies", nargs="+", default=["bc-gemma3-270m"])
     ap.add_argument("--layouts", nargs="+", default=["passages"], choices=["passages", "browse"])
     ap.add_argument("--limit", type=int, default=None)
@@ -59,6 +67,12 @@ def main() -> None:
     args = ap.parse_args()
     with open(args.results) as f:
         rows = [json.loads(line) for line in f][: args.limit]
+    if rows and "steps" in rows[0]:  # episode records: answers come from the dataset
+        if args.dataset is None:
+            ap.error("episode records need --dataset for their answers")
+        aliases = {q.id: q.aliases for q in load_questions(args.dataset)}
+        rows = [{"aliases": aliases[r["meta"]["question_id"]], "question": r["question"],
+                 "episode": r} for r in rows]  # fmt: skip
     items = []
     for r in rows:
         quotes = [SavedQuote(**q) for q in r.get("episode", {}).get("quotes", [])]
