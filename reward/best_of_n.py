@@ -20,14 +20,20 @@ class Ranked:
     scores: list[float]
 
 
-def pick(scores: Sequence[float]) -> int:
-    """Index of the highest score (the first one on ties)."""
+def pick(scores: Sequence[float], named: Sequence[bool] | None = None) -> int:
+    """Index of the highest score (the first one on ties) among the candidates that name an
+    answer (`named`); a reward model may score an empty or citation-only answer highly, but
+    it is never the best answer while another candidate says something."""
     if not scores:
         raise ValueError("no candidates to pick from")
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+    named = [True] * len(scores) if named is None else list(named)
+    if len(named) != len(scores):
+        raise ValueError(f"{len(named)} named flags for {len(scores)} scores")
+    return max(range(len(scores)), key=lambda i: (named[i] or not any(named), scores[i], -i))
 
 
 def rank(question: str, records: Sequence, scorer) -> Ranked:
     """Score each record's answer (with its quotes) and pick the best."""
-    scores = scorer.score(question, [Answer.from_record(r) for r in records])
-    return Ranked(pick(scores), list(scores))
+    answers = [Answer.from_record(r) for r in records]
+    scores = scorer.score(question, answers)
+    return Ranked(pick(scores, [a.names_something for a in answers]), list(scores))

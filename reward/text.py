@@ -7,8 +7,12 @@ each (the answer is never cut) so long quotes cannot push the answer out of the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+CITATION = re.compile(r"\[(\d+)\]")
+"""How an answer cites its quotes: `[n]`, numbered from 1 (webagent.answers reads them)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class Answer:
         """From an `env.record.EpisodeRecord` (no answer counts as the empty answer)."""
         quotes = tuple(Quote(q.title, q.extract, q.url) for q in record.quotes)
         return cls(record.answer or "", quotes)
+
+    @property
+    def names_something(self) -> bool:
+        """The answer has words besides its citations (`[1]` alone or nothing answers nothing)."""
+        return any(ch.isalnum() for ch in CITATION.sub("", self.text))
 
     def to_dict(self) -> dict:
         return {"text": self.text, "quotes": [vars(q) for q in self.quotes]}

@@ -276,6 +276,12 @@ def test_best_of_n_picks_the_top_scored_candidate(tiny_body):
     ]
     ranked = rank("q", records, Fixed())
     assert ranked.best == 1 and ranked.scores == [2.0, 4.0, 3.0]
+    # an answer that names nothing (citations only, or none) loses to any that names something
+    records += [EpisodeRecord("3", "q", "wiki", answer="[1] [2]"), EpisodeRecord("4", "q", "wiki")]
+    ranked = rank("q", records, Fixed())
+    assert ranked.scores[3] > ranked.scores[1] and ranked.best == 1
+    assert pick([5.0, 1.0], named=[False, False]) == 0, "if nothing names an answer, scores decide"
+    assert not Answer("[1]").names_something and Answer("Tigris [1]").names_something
 
 
 @pytest.fixture

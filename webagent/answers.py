@@ -8,8 +8,7 @@ from __future__ import annotations
 import re
 
 from env.record import EpisodeRecord
-
-CITATION = re.compile(r"\[(\d+)\]")
+from reward.text import CITATION
 
 
 def cited(answer: str | None) -> list[int]:

@@ -207,6 +207,7 @@ def best_of_curve(rows: list[dict]) -> list[dict]:
     """EM and seconds per question of best-of-k for k = 1, 2, 4, … n, from runs that kept all
     candidates (the first k candidates of each question, the reward model picking)."""
     from reward.best_of_n import pick
+    from reward.text import Answer
 
     n = min((len(r["candidates"]) for r in rows if r.get("candidates")), default=0)
     out = []
@@ -215,7 +216,9 @@ def best_of_curve(rows: list[dict]) -> list[dict]:
         ems, secs, oracle = [], [], []
         for r in rows:
             cands = r["candidates"][:k]
-            ems.append(cands[pick([c["score"] for c in cands])]["em"])
+            named = [Answer(c["episode"]["answer"] or "").names_something if "episode" in c else True
+                     for c in cands]  # fmt: skip
+            ems.append(cands[pick([c["score"] for c in cands], named)]["em"])
             oracle.append(max(c["em"] for c in cands))
             secs.append(sum(c["seconds"] for c in cands))
         out.append({"k": k, "em": sum(ems) / len(ems), "oracle_em": sum(oracle) / len(oracle),
