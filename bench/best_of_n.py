@@ -49,13 +49,13 @@ def main() -> None:
                     help="no sampling: every reward model reranks the candidates these earlier "
                     "runs kept (their questions joined; best-of-k up to the fewest candidates)")  # fmt: skip
     args = ap.parse_args()
+    if args.runs:  # the runs hold their questions: no dataset needed
+        return rerank(args.runs, args.rms, Path(args.out))
     if not Path(args.dataset).exists():
         print(f"skipped: {args.dataset} not found (../shared/data is not beside the repo)")
         return
     from reward.model import RewardScorer
 
-    if args.runs:
-        return rerank(args.runs, args.rms, Path(args.out))
     sample_rm = args.sample_rm or args.rms[0]
 
     scorers = {rm: RewardScorer(rm) for rm in args.rms if rm != sample_rm}
@@ -77,7 +77,7 @@ def main() -> None:
         for rm in args.rms:
             scored = rows if rm == sample_rm else rescore(rows, scorers[rm])
             curve = curves.setdefault(f"{policy} | {rm}", best_of_curve(scored))
-            table += [(policy, f"best-of-{c['k']}", "/".join(Path(rm).parts[-2:]), c["em"], c["oracle_em"],
+            table += [(policy, f"best-of-{c['k']}", _rm_name(rm), c["em"], c["oracle_em"],
                        c["seconds_per_question"]) for c in curve]  # fmt: skip
     n = len(rows)
     print(f"\nT={args.temperature}, {n} questions, {args.max_actions} actions\n")
@@ -108,11 +108,16 @@ def rerank(runs: list[str], rms: list[str], out: Path) -> None:
     for rm in rms:
         curve = curves[rm] = best_of_curve(rescore(rows, RewardScorer(rm)))
         for c in curve:
-            print(f"| {'/'.join(Path(rm).parts[-2:])} | {c['k']} | {c['em']:.3f} | "
+            print(f"| {_rm_name(rm)} | {c['k']} | {c['em']:.3f} | "
                   f"{c['em'] / curve[0]['em'] if curve[0]['em'] else 0:.2f}x | "
                   f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(curves, indent=2))
+
+
+def _rm_name(rm: str) -> str:
+    """runs/rm2/gemma3-270m -> rm2/gemma3-270m: reward models often differ only in the run."""
+    return "/".join(Path(rm).parts[-2:])
 
 
 def _name(policy: str) -> str:

@@ -71,6 +71,10 @@ def main() -> None:
         if args.dataset is None:
             ap.error("episode records need --dataset for their answers")
         aliases = {q.id: q.aliases for q in load_questions(args.dataset)}
+        missing = {r["meta"].get("question_id") for r in rows} - aliases.keys()
+        if missing:
+            ap.error(f"{len(missing)} records' questions are not in {args.dataset}, e.g. "
+                     f"{sorted(map(str, missing))[0]}")  # fmt: skip
         rows = [{"aliases": aliases[r["meta"]["question_id"]], "question": r["question"],
                  "episode": r} for r in rows]  # fmt: skip
     items = []

@@ -244,8 +244,8 @@ def test_no_ties_trains_only_on_preferences(tiny_body, tmp_path):
                 batch_size=4, warmup_steps=1, val_fraction=0.25, ties=False, per_question=1)  # fmt: skip
     meta = train_rm(args)
     assert meta["comparisons"]["train"] + meta["comparisons"]["val"] == 8, meta["comparisons"]
+    write_comparisons(tmp_path / "ties.jsonl", ties)
     with pytest.raises(ValueError, match="no comparison with a preference"):
-        write_comparisons(tmp_path / "ties.jsonl", ties)
         train_rm(Args(comparisons=str(tmp_path / "ties.jsonl"), out=str(tmp_path / "rm2"),
                       model=str(tiny_body), ties=False))  # fmt: skip
 
