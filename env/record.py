@@ -107,7 +107,8 @@ class EpisodeRecord:
 
 
 def append_jsonl(path: str | Path, records: Iterable[EpisodeRecord | dict]) -> None:
-    """Append records, one whole line per write, fsynced: a kill leaves at most one partial line.
+    """Append records in one write, fsynced: a kill leaves them all, none, or (if the write
+    itself is cut) a partial last line, never some whole records without the rest.
 
     A partial last line (from a crash) is terminated first so the next record starts on a line
     of its own; `read_jsonl(..., skip_partial_tail=True)` then ignores the broken one.
@@ -122,13 +123,13 @@ def append_jsonl(path: str | Path, records: Iterable[EpisodeRecord | dict]) -> N
                 f.seek(size - 1)
                 if f.read(1) != b"\n":
                     os.write(fd, b"\n")
-        for rec in records:
-            line = (
-                rec.to_json()
-                if isinstance(rec, EpisodeRecord)
-                else json.dumps(rec, ensure_ascii=False)
-            )
-            os.write(fd, (line + "\n").encode("utf-8"))
+        lines = [
+            rec.to_json() if isinstance(rec, EpisodeRecord) else json.dumps(rec, ensure_ascii=False)
+            for rec in records
+        ]
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        while data:  # os.write may write less than asked (e.g. a signal mid-write)
+            data = data[os.write(fd, data) :]
         os.fsync(fd)
     finally:
         os.close(fd)

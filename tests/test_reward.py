@@ -33,8 +33,10 @@ from webagent.compare import (
     episodes_path,
     gold_preference,
     gold_rank,
+    pair_unpaired,
     pairs,
     question_pairs,
+    record_question,
     repair,
 )
 from webagent.datasets import Question
@@ -301,6 +303,32 @@ def tiny_rm(tiny_body, tmp_path) -> Path:
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_body))
     model.save(tmp_path / "rm", tok, {"base_model": str(tiny_body), "max_length": 256})
     return tmp_path / "rm"
+
+
+def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):
+    """The episodes are appended before the comparisons: a kill in between leaves a question
+    done but unpaired. The next run pairs it, once, and loses or repeats nothing."""
+    qs = [Question("q1", "Which river flows through Baghdad?", "Tigris", ("Tigris",)),
+          Question("q2", "Who painted the Mona Lisa?", "Leonardo", ("Leonardo",)),
+          Question("q3", "Capital of France?", "Paris", ("Paris",))]  # fmt: skip
+
+    def recs(q, answers):
+        return [EpisodeRecord(f"{q.id}-{i}", q.question, "wiki", quotes=[SavedQuote(1, "T", "u", "x")],
+                              answer=a, meta={"question_id": q.id, "sample": i})
+                for i, a in enumerate(answers)]  # fmt: skip
+
+    out = tmp_path / "c.jsonl"
+    r1, r2, r3 = recs(qs[0], ["Tigris", "Nile"]), recs(qs[1], ["Leonardo", "Raphael", "Titian"]), recs(qs[2], ["Paris", "Paris"])  # fmt: skip
+    assert record_question(out, qs[0], r1, "gold") == 1
+    append_jsonl(episodes_path(out), r2[::-1])  # killed here, before q2's comparisons
+    append_jsonl(episodes_path(out), r3)  # q3's answers agree: no comparisons to write
+    assert pair_unpaired(out, qs, "gold", {}) == 3
+    by_q = [c.meta["question_id"] for c in read_comparisons(out)]
+    assert by_q == ["q1", "q2", "q2", "q2"]
+    assert [c.to_dict() for c in read_comparisons(out)][1:] == [
+        c.to_dict() for c in question_pairs(qs[1], r2, "gold", None)
+    ], "the same pairs, in sample order, as an uninterrupted run writes"
+    assert pair_unpaired(out, qs, "gold", {}) == 0 and len(read_comparisons(out)) == 4
 
 
 def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_path, wiki):

@@ -317,6 +317,7 @@ def compare_cmd(args: CompareArgs) -> int:
         DEMOS_WHEN,
         demonstrations,
         done_questions,
+        pair_unpaired,
         record_question,
         repair,
     )
@@ -341,6 +342,8 @@ def compare_cmd(args: CompareArgs) -> int:
     browses: dict[str, list] = {}  # read before loading the model: a bad file fails at once
     for r in recorded_browses(args.answers_from) if args.answers_from else ():
         browses.setdefault(r.meta.get("question_id"), []).append(r)
+    if mended := pair_unpaired(args.out, questions, args.judge, demos, args.demos_when):
+        print(f"{mended} comparisons of episodes an interrupted run recorded -> {args.out}")
     done = done_questions(args.out)
     todo = [q for q in questions if q.id not in done]
     policy = load_policy(args.policy)

@@ -91,11 +91,59 @@ def record_question(
     demos_when: str = "always",
 ) -> int:
     """Append one question's episodes, then its comparisons (the demonstration, if any, is one
-    more candidate; it is not written to the episodes file); returns the number of comparisons."""
+    more candidate; it is not written to the episodes file); returns the number of comparisons.
+
+    Each append is one write, so a kill leaves a question's episodes whole or absent; a kill
+    between the two appends is mended on the next run by `pair_unpaired`."""
     append_jsonl(episodes_path(out), records)
     comps = question_pairs(question, records, judge, demo, demos_when)
     append_jsonl(out, [c.to_dict() for c in comps])
     return len(comps)
+
+
+def pair_unpaired(
+    out: str | Path,
+    questions: Sequence[Question],
+    judge: str,
+    demos: dict[str, EpisodeRecord],
+    demos_when: str = "always",
+) -> int:
+    """Append the comparisons of questions whose episodes were recorded but whose comparisons
+    were not (a run killed between `record_question`'s two appends); returns how many.
+
+    Pairing is a function of the episodes, so a resumed run writes what the killed run would
+    have. Questions whose answers all agree have no comparisons and stay without."""
+    if not episodes_path(out).exists():
+        return 0
+    paired = (
+        {row.get("meta", {}).get("question_id") for row in read_jsonl(out)}
+        if Path(out).exists()
+        else set()
+    )
+    recorded = recorded_episodes(out, skip=paired)
+    return _append_pairs(out, questions, recorded, judge, demos, demos_when)
+
+
+def recorded_episodes(out: str | Path, skip=frozenset()) -> dict[str, list[EpisodeRecord]]:
+    """Each question's recorded episodes, in sample order (questions in `skip` left out)."""
+    by_question: dict[str, list[EpisodeRecord]] = {}
+    for row in read_jsonl(episodes_path(out)):
+        qid = row.get("meta", {}).get("question_id")
+        if qid not in skip:
+            by_question.setdefault(qid, []).append(EpisodeRecord.from_dict(row))
+    for records in by_question.values():
+        records.sort(key=lambda r: r.meta.get("sample", 0))
+    return by_question
+
+
+def _append_pairs(path, questions, recorded, judge, demos, demos_when) -> int:
+    total = 0
+    for q in questions:
+        if records := recorded.get(q.id):
+            comps = question_pairs(q, records, judge, demos.get(q.id), demos_when)
+            append_jsonl(path, [c.to_dict() for c in comps])
+            total += len(comps)
+    return total
 
 
 DEMOS_WHEN = ("always", "none-right")
@@ -132,19 +180,9 @@ def repair(
     demos_when: str = "always",
 ) -> int:
     """Pair the recorded episodes again into a fresh OUT (written beside, then swapped in)."""
-    by_question: dict[str, list[EpisodeRecord]] = {}
-    for row in read_jsonl(episodes_path(out)):
-        rec = EpisodeRecord.from_dict(row)
-        by_question.setdefault(rec.meta.get("question_id"), []).append(rec)
     tmp = Path(str(out) + ".tmp")
     tmp.unlink(missing_ok=True)
-    total = 0
-    for q in questions:
-        records = sorted(by_question.get(q.id, []), key=lambda r: r.meta.get("sample", 0))
-        if records:
-            comps = question_pairs(q, records, judge, demos.get(q.id), demos_when)
-            append_jsonl(tmp, [c.to_dict() for c in comps])
-            total += len(comps)
+    total = _append_pairs(tmp, questions, recorded_episodes(out), judge, demos, demos_when)
     tmp.touch()
     tmp.replace(out)
     return total
