@@ -114,7 +114,9 @@ class Args:
     """Train on rows of these phases only (e.g. `--phases answer` to teach answering)."""
     keep_browse: float = 1.0
     """Share of browse rows kept (a seeded random subset): weights a run toward answering
-    while browse rows still anchor the browsing it learnt (answer rows alone make it drift)."""
+    while browse rows still anchor the browsing it learnt (answer rows alone make it drift).
+    The subset is drawn with --val-seed, not --seed: it is part of the data, like the split,
+    so runs that differ only in --seed train on the same rows."""
     cited_weight: int = 1
     """Training answer rows that cite a quote appear this many times per epoch. Cited answers
     are the expert's only on-target ones (18% of the recall demonstrations), too rare for the

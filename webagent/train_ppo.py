@@ -428,12 +428,7 @@ def main(args: Args) -> Path:
         t0 = time.time()
         # 1. rollout: this process's share of questions, each episode with its own fixed seed
         rng = random.Random(args.seed * 1_000_003 + iteration * world + rank)
-        picks = [rng.randrange(len(questions)) for _ in range(args.episodes_per_iteration)]
         base = (iteration * world + rank) * args.episodes_per_iteration
-        tasks = [
-            Task(questions[j].question, {"question_id": questions[j].id}, seed=base + n)
-            for n, j in enumerate(picks)
-        ]
         net.eval()
         if browses is not None:  # answer-only episodes on recorded browses, in a fixed cycle
             chosen = [
@@ -445,6 +440,11 @@ def main(args: Args) -> Path:
             )
             episodes = [(q, r) for (q, _), r in zip(chosen, answers, strict=True)]
         else:
+            picks = [rng.randrange(len(questions)) for _ in range(args.episodes_per_iteration)]
+            tasks = [
+                Task(questions[j].question, {"question_id": questions[j].id}, seed=base + n)
+                for n, j in enumerate(picks)
+            ]
             records: list[tuple[int, EpisodeRecord]] = list(
                 run_episodes(acting, tasks, env_factory(args, rng), run_config)
             )
