@@ -47,7 +47,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-best-of")
     ap.add_argument("--runs", nargs="+", default=None, metavar="DIR",
                     help="no sampling: every reward model reranks the candidates these earlier "
-                    "runs kept (their questions joined; best-of-k up to the fewest candidates)")  # fmt: skip
+                    "runs kept (their questions joined, a question's candidates from several runs "
+                    "one after another; best-of-k up to the fewest candidates)")  # fmt: skip
     args = ap.parse_args()
     if args.runs:  # the runs hold their questions: no dataset needed
         return rerank(args.runs, args.rms, Path(args.out))
@@ -100,7 +101,7 @@ def rerank(runs: list[str], rms: list[str], out: Path) -> None:
     """Best-of-k of recorded candidates under each reward model (no sampling)."""
     from reward.model import RewardScorer
 
-    rows = [r for run_dir in runs for r in read_jsonl(Path(run_dir) / "results.jsonl")]
+    rows = join_runs(runs)
     curves = {}
     print(f"\n{len(rows)} questions from {', '.join(runs)}\n")
     print("| reward model | best-of-k | EM | EM / best-of-1 | oracle EM | s/question |")
@@ -113,6 +114,20 @@ def rerank(runs: list[str], rms: list[str], out: Path) -> None:
                   f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(curves, indent=2))
+
+
+def join_runs(runs: list[str]) -> list[dict]:
+    """The runs' rows, one per question: a question sampled by several runs (e.g. the same
+    questions at another --seed) has their candidates one after another, in --runs order, so
+    best-of-8 can be read off two best-of-4 runs."""
+    by_question: dict[str, dict] = {}
+    for run_dir in runs:
+        for r in read_jsonl(Path(run_dir) / "results.jsonl"):
+            if (seen := by_question.get(r["question_id"])) is None:
+                by_question[r["question_id"]] = {**r, "candidates": list(r["candidates"])}
+            else:
+                seen["candidates"] += r["candidates"]
+    return list(by_question.values())
 
 
 def _rm_name(rm: str) -> str:
