@@ -104,13 +104,14 @@ def rerank(runs: list[str], rms: list[str], out: Path) -> None:
     rows = join_runs(runs)
     curves = {}
     print(f"\n{len(rows)} questions from {', '.join(runs)}\n")
-    print("| reward model | best-of-k | EM | EM / best-of-1 | oracle EM | s/question |")
-    print("|---|---|---|---|---|---|")
+    print("| reward model | best-of-k | EM | EM / best-of-1 | won / lost vs best-of-1 | oracle EM "
+          "| s/question |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for rm in rms:
         curve = curves[rm] = best_of_curve(rescore(rows, RewardScorer(rm)))
         for c in curve:
             print(f"| {_rm_name(rm)} | {c['k']} | {c['em']:.3f} | "
-                  f"{c['em'] / curve[0]['em'] if curve[0]['em'] else 0:.2f}x | "
+                  f"{c['em'] / curve[0]['em'] if curve[0]['em'] else 0:.2f}x | {c['won']} / {c['lost']} | "
                   f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(curves, indent=2))

@@ -40,7 +40,7 @@ from webagent.compare import (
     repair,
 )
 from webagent.datasets import Question
-from webagent.eval import rescore
+from webagent.eval import best_of_curve, rescore
 
 BIN = Path(sys.executable).parent
 
@@ -303,6 +303,19 @@ def tiny_rm(tiny_body, tmp_path) -> Path:
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_body))
     model.save(tmp_path / "rm", tok, {"base_model": str(tiny_body), "max_length": 256})
     return tmp_path / "rm"
+
+
+def test_best_of_curve_counts_questions_won_and_lost_against_best_of_1():
+    """Equal EM can hide a reward model that wins one question and loses another."""
+
+    def row(*cands):
+        return {"candidates": [{"score": s, "em": e, "seconds": 1.0} for s, e in cands]}
+
+    rows = [row((0, 0.0), (1, 1.0)), row((0, 1.0), (1, 0.0)), row((1, 1.0), (0, 0.0))]
+    one, two = best_of_curve(rows)
+    assert (one["won"], one["lost"], one["em"]) == (0, 0, 2 / 3)
+    assert (two["won"], two["lost"], two["em"], two["oracle_em"]) == (1, 1, 2 / 3, 1.0)
+    assert two["seconds_per_question"] == 2.0
 
 
 def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):

@@ -205,12 +205,17 @@ def rescore(rows: list[dict], scorer) -> list[dict]:
 
 def best_of_curve(rows: list[dict]) -> list[dict]:
     """EM and seconds per question of best-of-k for k = 1, 2, 4, … n, from runs that kept all
-    candidates (the first k candidates of each question, the reward model picking)."""
+    candidates (the first k candidates of each question, the reward model picking).
+
+    `won` / `lost`: questions best-of-k gets right and best-of-1 wrong, and the reverse. Their
+    difference is the EM gain in questions; a gain of 3 from 5 won and 2 lost is a coin's toss
+    (sign test), which a bare EM difference hides."""
     from reward.best_of_n import pick
     from reward.text import Answer
 
     n = min((len(r["candidates"]) for r in rows if r.get("candidates")), default=0)
-    out = []
+    out: list[dict] = []
+    first: list[float] = []
     k = 1
     while k <= n:
         ems, secs, oracle = [], [], []
@@ -221,8 +226,11 @@ def best_of_curve(rows: list[dict]) -> list[dict]:
             ems.append(cands[pick([c["score"] for c in cands], named)]["em"])
             oracle.append(max(c["em"] for c in cands))
             secs.append(sum(c["seconds"] for c in cands))
+        first = first or ems
         out.append({"k": k, "em": sum(ems) / len(ems), "oracle_em": sum(oracle) / len(oracle),
-                    "seconds_per_question": sum(secs) / len(secs)})  # fmt: skip
+                    "seconds_per_question": sum(secs) / len(secs),
+                    "won": sum(a > b for a, b in zip(ems, first, strict=True)),
+                    "lost": sum(a < b for a, b in zip(ems, first, strict=True))})  # fmt: skip
         k *= 2
     return out
 
@@ -368,9 +376,9 @@ def _curve_table(curve: list[dict] | None) -> list[str]:
     if not curve:
         return []
     lines = ["Best-of-k from the same candidates (reward model picks; `oracle`: any candidate right):",
-             "", "| k | EM | oracle EM | s/question |", "|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {c['k']} | {c['em']:.3f} | {c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |"
-              for c in curve]  # fmt: skip
+             "", "| k | EM | won / lost vs k=1 | oracle EM | s/question |", "|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {c['k']} | {c['em']:.3f} | {c.get('won', '—')} / {c.get('lost', '—')} | "
+              f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |" for c in curve]  # fmt: skip
     return [*lines, ""]
 
 
