@@ -49,9 +49,12 @@ def main() -> None:
                     help="no sampling: every reward model reranks the candidates these earlier "
                     "runs kept (their questions joined, a question's candidates from several runs "
                     "one after another; best-of-k up to the fewest candidates)")  # fmt: skip
+    ap.add_argument("--min-candidates", type=int, default=None, metavar="K",
+                    help="with --runs: only the questions with at least K candidates (e.g. those "
+                    "a second run sampled again, for best-of-8)")  # fmt: skip
     args = ap.parse_args()
     if args.runs:  # the runs hold their questions: no dataset needed
-        return rerank(args.runs, args.rms, Path(args.out))
+        return rerank(args.runs, args.rms, Path(args.out), args.min_candidates)
     if not Path(args.dataset).exists():
         print(f"skipped: {args.dataset} not found (../shared/data is not beside the repo)")
         return
@@ -97,11 +100,13 @@ def main() -> None:
     (Path(args.out) / "curves.json").write_text(json.dumps(curves, indent=2))
 
 
-def rerank(runs: list[str], rms: list[str], out: Path) -> None:
+def rerank(runs: list[str], rms: list[str], out: Path, min_candidates: int | None = None) -> None:
     """Best-of-k of recorded candidates under each reward model (no sampling)."""
     from reward.model import RewardScorer
 
     rows = join_runs(runs)
+    if min_candidates:
+        rows = [r for r in rows if len(r["candidates"]) >= min_candidates]
     curves = {}
     print(f"\n{len(rows)} questions from {', '.join(runs)}\n")
     print("| reward model | best-of-k | EM | EM / best-of-1 | won / lost vs best-of-1 | oracle EM "
