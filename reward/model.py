@@ -98,9 +98,17 @@ class RewardModel(torch.nn.Module):
         return model.eval(), prepare_tokenizer(tokenizer), meta
 
 
-def prepare_tokenizer(tokenizer):
+def pad_token_id(tokenizer) -> int:
+    """The id that pads a training batch: the tokenizer's pad token, set to its eos (else unk)
+    when it has none. Padded positions are masked out, so which token it is never matters."""
     if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token else tokenizer.unk_token
+    return tokenizer.pad_token_id
+
+
+def prepare_tokenizer(tokenizer):
+    """A reward-model tokenizer: a pad token, and right padding (`last_positions` reads either)."""
+    pad_token_id(tokenizer)
     tokenizer.padding_side = "right"
     return tokenizer
 

@@ -16,7 +16,6 @@ One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -28,7 +27,7 @@ from typing import Annotated
 import torch
 import tyro
 
-from reward.checkpoint import resume_state, write_dir
+from reward.checkpoint import file_sha256, load_resume, write_dir
 from reward.comparisons import Comparison, read_comparisons
 from reward.label import labels_path, merged
 from reward.model import RewardModel, encode, prepare_tokenizer
@@ -43,18 +42,25 @@ class Args:
     """JSON lines of comparisons with a preference (unlabeled and skipped ones are ignored); a
     person's labels beside it (FILE.labels.jsonl from `webagent label`) take precedence."""
     out: str = "runs/rm/model"
+    """Output directory: the trained reward model; OUT/last holds the resume state."""
     model: str = "gemma3-270m"
     """Body: a HF model directory (`webagent train rm` also accepts webagent's model names)."""
     lora: bool = False
     """Train LoRA adapters on the body (merged into it when saved) instead of every weight."""
     lora_r: int = 16
+    """LoRA rank with --lora (its alpha is twice the rank)."""
     epochs: int = 2
+    """Passes over the training comparisons."""
     batch_size: int = 8
     """Comparisons per optimizer step (2 x this many texts)."""
     learning_rate: float = 3e-5
+    """Peak AdamW learning rate (linear warmup, then cosine decay to 0)."""
     warmup_steps: int = 10
+    """Optimizer steps of linear warmup to the peak learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     max_grad_norm: float = 1.0
+    """Gradient norm clip per optimizer step."""
     max_length: int = 384
     """Tokens per reward text (the quotes are capped first; the answer is never cut)."""
     val_fraction: float = 0.15
@@ -67,11 +73,9 @@ class Args:
     validation alike): many questions with a few pairs each teach judging unseen questions,
     where a few questions with many pairs teach their answers."""
     seed: int = 0
+    """Seeds the held-out questions, the per-question choice, the data order and the head."""
     debug: bool = False
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Show tracebacks."""
 
 
 def pair_texts(chunk: list[Comparison]) -> list[str]:
@@ -211,11 +215,7 @@ def main(args: Args) -> dict:
                    "learning_rate": args.learning_rate, "seed": args.seed, "ties": args.ties,
                    "per_question": args.per_question}  # fmt: skip
     start_epoch, history = 0, []
-    state_path = resume_state(out / "last")
-    if state_path is not None:
-        state = torch.load(state_path, weights_only=False)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"{out / 'last'} was written by a different run; use another --out")
+    if (state := load_resume(out / "last", fingerprint)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]

@@ -77,21 +77,50 @@ class EnvArgs:
 
 def load_policy(args: PolicyArgs):
     """The HFPolicy a PolicyArgs names (imports torch lazily: the CLI starts fast)."""
-    from webagent.models import checkpoint_meta, load
+    from webagent.models import load
+
+    return policy_of(
+        load(args.model), chat=args.chat, examples=args.examples, free_answers=args.free_answers
+    )
+
+
+FEW_SHOT_EXAMPLES = 8
+"""Worked example steps in a base model's prompts (two episodes): it acts few-shot."""
+
+
+def prompt_examples(meta: dict) -> int:
+    """Worked examples a policy's prompts show: a trained policy's own (what its webagent.json
+    says it was trained with; BC trains with 0), a base model's (no metadata) few-shot 8."""
+    if not meta:
+        return FEW_SHOT_EXAMPLES
+    return meta.get("prompt", {}).get("examples", 0)
+
+
+def policy_of(
+    loaded,
+    *,
+    chat: bool = True,
+    examples: int | None = None,
+    free_answers: bool | None = None,
+    **kwargs,
+):
+    """The one way to build an acting HFPolicy from a loaded model (`webagent.models.load`):
+    prompt format and answer style come from its checkpoint metadata unless given. `kwargs`
+    go to HFPolicy (name, cache_prefix)."""
+    from webagent.models import checkpoint_meta
     from webagent.policy import HFPolicy
     from webagent.prompts import format_for
 
-    loaded = load(args.model)
     trained = checkpoint_meta(loaded.source_path)
-    examples = args.examples
     if examples is None:
-        examples = trained.get("prompt", {}).get("examples", 8)
-    fmt = format_for(loaded.tokenizer, prefer_chat=args.chat, examples=examples)
-    free = args.free_answers
-    if free is None:
-        free = trained.get("answers") == "free"
-    return HFPolicy(loaded.model, loaded.tokenizer, name=loaded.name, prompt_format=fmt,
-                    free_answers=free)  # fmt: skip
+        examples = prompt_examples(trained)
+    if free_answers is None:
+        free_answers = trained.get("answers") == "free"
+    fmt = format_for(loaded.tokenizer, prefer_chat=chat, examples=examples)
+    kwargs.setdefault("name", loaded.name)
+    return HFPolicy(
+        loaded.model, loaded.tokenizer, prompt_format=fmt, free_answers=free_answers, **kwargs
+    )
 
 
 def sampling_of(args: PolicyArgs):

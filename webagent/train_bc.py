@@ -26,12 +26,9 @@ One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -43,10 +40,18 @@ import torch
 import tyro
 
 from env.record import EpisodeRecord, read_jsonl
-from reward.checkpoint import resume_state, write_dir
+from reward.checkpoint import (
+    check_fingerprint,
+    file_sha256,
+    restore_trainable,
+    resume_state,
+    trainable_state,
+    write_dir,
+)
+from reward.model import pad_token_id
 from webagent.answers import cited
+from webagent.checkpoints import save_policy
 from webagent.models import (
-    CHECKPOINT_META,
     checkpoint_meta,
     hidden_states,
     load,
@@ -72,8 +77,11 @@ class Args:
     full: bool = False
     """Fine-tune every weight instead of a LoRA adapter."""
     lora_r: int = 16
+    """LoRA rank: the inner dimension of each adapter."""
     lora_alpha: int = 32
+    """LoRA scale: an adapter's update is multiplied by lora_alpha / lora_r."""
     lora_dropout: float = 0.05
+    """Dropout on the adapters' inputs while training."""
     lora_targets: str = "all-linear"
     """peft target_modules: all-linear or a comma-separated list of module names."""
     chat: bool = True
@@ -91,9 +99,13 @@ class Args:
     min_lr_ratio: float = 0.1
     """The cosine schedule decays to learning_rate x this."""
     warmup_steps: int = 10
+    """Optimizer steps of linear warmup to the peak learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's beta1 and beta2."""
     max_grad_norm: float = 1.0
+    """Gradient norm clip per optimizer step."""
     max_length: int = 1024
     """Tokens per row; longer prompts lose their oldest tokens (the completion is kept whole)."""
     val_fraction: float = 0.05
@@ -108,6 +120,7 @@ class Args:
     save_every: int = 25
     """Optimizer steps between resumable checkpoints."""
     seed: int = 0
+    """Seeds the training order and the adapters' initial weights."""
     limit: int | None = None
     """Only the first N rows (smoke runs)."""
     phases: tuple[str, ...] = ("browse", "answer")
@@ -128,14 +141,6 @@ class Args:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_rows(path: str | Path, fmt, tokenizer) -> list[dict]:
@@ -289,32 +294,9 @@ def _provenance(spec: str, meta: dict) -> dict:
             "steps": meta.get("steps"), "init": meta.get("init")}  # fmt: skip
 
 
-def save_policy(model, tokenizer, directory: Path, meta: dict) -> None:
-    """The loadable policy: adapter (or full weights) + tokenizer + webagent.json, atomically."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if meta.get("adapter") is None:  # full fine-tune: a plain HF directory needs its tokenizer
-        tokenizer.save_pretrained(tmp)
-    (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
-    _replace_dir(tmp, directory, keep=("last", "log.jsonl", "MODEL_CARD.md"))
-
-
-def _replace_dir(tmp: Path, directory: Path, keep: tuple[str, ...] = ()) -> None:
-    """Move tmp's files into directory (files replaced one by one with os.replace)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.iterdir():
-        if old.name not in keep and old.is_file() and not (tmp / old.name).exists():
-            old.unlink()
-    for f in tmp.iterdir():
-        os.replace(f, directory / f.name)
-    tmp.rmdir()
-
-
 def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None:
     """Everything a resumed run needs, in OUT/last (written beside, then swapped in)."""
-    trainable = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+    trainable = trainable_state(model)
 
     def fill(tmp: Path) -> None:
         torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "step": step,
@@ -327,16 +309,9 @@ def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None
 def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict]:
     """Restore OUT/last if it was written by a run with the same data and settings."""
     meta = json.loads((directory / "meta.json").read_text())
-    if meta.get("fingerprint") != fingerprint:
-        diff = {k: (meta.get("fingerprint", {}).get(k), v) for k, v in fingerprint.items()
-                if meta.get("fingerprint", {}).get(k) != v}  # fmt: skip
-        raise ValueError(
-            f"{directory} was written by a different run ({diff}); use another --out or delete it"
-        )
+    check_fingerprint(meta.get("fingerprint"), fingerprint, directory)
     state = torch.load(directory / "state.pt", weights_only=False)
-    params = dict(model.named_parameters())
-    for k, v in state["trainable"].items():
-        params[k].data.copy_(v)
+    restore_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return state["step"], meta
@@ -373,7 +348,7 @@ def main(args: Args) -> Path:
         loaded, base_model, init_meta = load(args.model), args.model, None
     tokenizer, model = loaded.tokenizer, loaded.model
     fmt = format_for(tokenizer, prefer_chat=args.chat, examples=0)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
 
     rows = [
         r for r in load_rows(args.demos, fmt, tokenizer) if r.get("phase", "browse") in args.phases
