@@ -108,7 +108,7 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
     from reward.model import RewardScorer
     from webagent.answers import format_answer, to_json
     from webagent.config import run_config
-    from webagent.rollout import run_episodes
+    from webagent.rollout import grouped, run_episodes
 
     # greedy would give N identical episodes; at 0.7 the shipped policy's samples are right
     # 1% of the time, at 0.3 12% (bench/README.md, best-of-n)
@@ -122,8 +122,8 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
             file=sys.stderr,
             flush=True,
         )
-    done = dict(run_episodes(policy, [args.question] * args.best_of, make_env, config))
-    records = [done[i] for i in range(args.best_of)]
+    tasks = [args.question] * args.best_of
+    ((_, records),) = grouped(run_episodes(policy, tasks, make_env, config), args.best_of)
     ranked = rank(args.question, records, scorer)
     best = records[ranked.best]
     if args.record:
@@ -323,7 +323,7 @@ def compare_cmd(args: CompareArgs) -> int:
     )
     from webagent.config import load_policy, run_config
     from webagent.datasets import load_questions
-    from webagent.rollout import Task, reanswer, recorded_browses, run_episodes
+    from webagent.rollout import Task, grouped, reanswer, recorded_browses, run_episodes
 
     if args.judge not in ("gold", "none"):
         raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
@@ -368,15 +368,9 @@ def compare_cmd(args: CompareArgs) -> int:
             return
         tasks = [Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
                  for q in todo for j in range(k)]  # fmt: skip
-        pending: dict[int, dict] = {}
-        for i, record in run_episodes(
-            policy, tasks, args.env.env_factory(), run_config(args.policy, args.batch)
-        ):
-            qi, j = divmod(i, k)
-            pending.setdefault(qi, {})[j] = record
-            if len(pending[qi]) == k:
-                group = pending.pop(qi)
-                yield todo[qi], [group[x] for x in range(k)]
+        make_env, config = args.env.env_factory(), run_config(args.policy, args.batch)
+        for qi, records in grouped(run_episodes(policy, tasks, make_env, config), k):
+            yield todo[qi], records
 
     total = 0
     with tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare",

@@ -36,7 +36,7 @@ from webagent.metrics import (
     supported,
 )
 from webagent.prompts import completion_to_action
-from webagent.rollout import Task, run_episodes
+from webagent.rollout import Task, grouped, run_episodes
 
 SUMMARY_KEYS = ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
                 "no_answer_rate", "seconds_per_question"]  # fmt: skip
@@ -155,14 +155,8 @@ def _rows_browse(
     from reward.model import RewardScorer
 
     scorer = RewardScorer(args.rm)
-    pending: dict[int, dict[int, EpisodeRecord]] = {}
-    for i, record in run_episodes(policy, tasks, make_env, config):
-        qi, k = divmod(i, n)
-        pending.setdefault(qi, {})[k] = record
-        if len(pending[qi]) == n:
-            group = pending.pop(qi)
-            records = [group[j] for j in range(n)]
-            yield questions[qi], best_of_row(questions[qi], records, scorer, cache)
+    for qi, records in grouped(run_episodes(policy, tasks, make_env, config), n):
+        yield questions[qi], best_of_row(questions[qi], records, scorer, cache)
 
 
 def best_of_row(question: Question, records: list[EpisodeRecord], scorer, cache) -> dict:

@@ -11,7 +11,7 @@ environment's own steps, so the record is complete when the episode ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -183,8 +183,29 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     return record
 
 
-def run_one(policy: HFPolicy, question: str, make_env: Callable[[], BrowserEnv],
-            config: RunConfig = RunConfig(), *, on_step: StepCallback | None = None) -> EpisodeRecord:  # fmt: skip
+def grouped(
+    finished: Iterable[tuple[int, EpisodeRecord]], k: int
+) -> Iterator[tuple[int, list[EpisodeRecord]]]:
+    """K samples per question: `run_episodes` over tasks laid out question by question (task
+    i is sample i % k of question i // k) -> (question index, its k records in sample order),
+    each question as soon as its last sample ends, so a caller can save it before the next."""
+    pending: dict[int, dict[int, EpisodeRecord]] = {}
+    for i, record in finished:
+        question, sample = divmod(i, k)
+        pending.setdefault(question, {})[sample] = record
+        if len(pending[question]) == k:
+            done = pending.pop(question)
+            yield question, [done[j] for j in range(k)]
+
+
+def run_one(
+    policy: HFPolicy,
+    question: str,
+    make_env: Callable[[], BrowserEnv],
+    config: RunConfig = RunConfig(),
+    *,
+    on_step: StepCallback | None = None,
+) -> EpisodeRecord:
     """A single episode (the `ask` path)."""
     ((_, record),) = list(run_episodes(policy, [question], make_env, config, on_step=on_step))
     return record
