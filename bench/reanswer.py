@@ -31,7 +31,7 @@ from env.observation import SECTION, SavedQuote, render_answer, title_line
 from webagent.answers import cited, strip_citations
 from webagent.config import PolicyArgs, load_policy
 from webagent.datasets import load_questions
-from webagent.metrics import exact_match, normalize, supported
+from webagent.metrics import exact_match, normalize_answer, supported
 from webagent.prompts import completion_to_action
 
 OLD_INSTRUCTION = (
@@ -101,8 +101,10 @@ def main() -> None:
                 em += exact_match(text, aliases) if text else 0.0
                 cites += bool(cited(full))
                 support += bool(text) and supported(full, aliases, [q.extract for q in quotes])
-                answer = normalize(text)
-                copied += bool(answer) and any(answer in normalize(q.extract) for q in quotes)
+                answer = normalize_answer(text)
+                copied += bool(answer) and any(
+                    answer in normalize_answer(q.extract) for q in quotes
+                )
             em /= max(1, len(rows))
             first = em if first is None else first
             ratio = f"{em / first:.2f}" if first else "—"

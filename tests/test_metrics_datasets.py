@@ -5,7 +5,7 @@ import json
 import pytest
 
 from webagent.datasets import DatasetError, load_questions
-from webagent.metrics import citation_valid, contains, exact_match, f1, normalize, supported
+from webagent.metrics import citation_valid, contains, exact_match, f1, normalize_answer, supported
 
 ALIASES = ["The Tigris", "Tigris River", "Dicle"]
 
@@ -23,8 +23,8 @@ ALIASES = ["The Tigris", "Tigris River", "Dicle"]
         ("", ""),
     ],
 )
-def test_normalize(text, expected):
-    assert normalize(text) == expected
+def test_normalize_answer(text, expected):
+    assert normalize_answer(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -165,3 +165,11 @@ def test_unicode_line_separators_inside_a_question_are_text(tmp_path):
     p.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
     (q,) = load_questions(p)
     assert q.question == row["question"]
+
+
+def test_holds_alias_matches_whole_normalised_words():
+    from webagent.metrics import holds_alias
+
+    assert holds_alias("It flows through Baghdad.", ["baghdad", ""])
+    assert not holds_alias("Baghdadi food", ["Baghdad"]) and not holds_alias(None, ["x"])
+    assert not holds_alias("anything", ["", "The"]), "an alias that normalises to nothing"

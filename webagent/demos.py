@@ -32,13 +32,8 @@ from env.observation import render_answer, strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
 from env.search import query_variants, tokenize
 from webagent.datasets import Question
-from webagent.metrics import normalize
+from webagent.metrics import holds_alias, normalize_answer
 from webagent.prompts import PromptFormat
-
-
-def _has_alias(text: str, aliases: Sequence[str]) -> bool:
-    t = f" {normalize(text)} "
-    return any(f" {normalize(a)} " in t for a in aliases if normalize(a))
 
 
 def _alias_in(text: str, aliases: Sequence[str]) -> str | None:
@@ -54,7 +49,11 @@ def _as_written(q: Question) -> str:
     """The canonical answer in ordinary case (TriviaQA shouts some: "HOLOGRAPHY")."""
     if not q.answer.isupper():
         return q.answer
-    same = [a for a in q.aliases if not a.isupper() and normalize(a) == normalize(q.answer)]
+    same = [
+        a
+        for a in q.aliases
+        if not a.isupper() and normalize_answer(a) == normalize_answer(q.answer)
+    ]
     return same[0] if same else q.answer.title()
 
 
@@ -148,7 +147,7 @@ class Expert:
             self.act(f"Clicked on link {link_id}")
             if self.info["action_error"]:
                 continue
-            if _has_alias(strip_markup(env.page.text), self.q.aliases):
+            if holds_alias(strip_markup(env.page.text), self.q.aliases):
                 self._quote_answer()
             if not self.over and len(env.quotes) < wanted:
                 self.act("Back")
@@ -173,7 +172,7 @@ class Expert:
             if self.over:
                 return
             candidates = [c for c in env.admissible().commands if c.startswith("Quote: ")]
-            good = [c for c in candidates if _has_alias(c[len("Quote: ") :], self.q.aliases)]
+            good = [c for c in candidates if holds_alias(c[len("Quote: ") :], self.q.aliases)]
             if good:
                 self.act(self.rng.choice(good[:2]))
                 return
@@ -196,7 +195,7 @@ def generate(questions: Sequence[Question], make_env: Callable[[], BrowserEnv], 
     for q in questions:
         expert = Expert(make_env(), q, random.Random(rng.randrange(2**31)), max_results=max_results)
         record = expert.run()
-        if record is not None and not any(_has_alias(x.extract, q.aliases) for x in record.quotes):
+        if record is not None and not any(holds_alias(x.extract, q.aliases) for x in record.quotes):
             record = None
         if record is None and recall:
             record = expert.recall()

@@ -24,6 +24,7 @@ from env.errors import CacheError
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
+from reward.checkpoint import check_fingerprint
 from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
 from webagent.metrics import (
@@ -32,7 +33,7 @@ from webagent.metrics import (
     contains,
     exact_match,
     f1,
-    normalize,
+    normalize_answer,
     supported,
 )
 from webagent.prompts import completion_to_action
@@ -120,7 +121,7 @@ class CorpusIndex:
             source._ensure_index()  # a ZIM archive lists its articles on first search
             docs = source.docs
         self.text = (
-            " " + " \n ".join(normalize(f"{d.title}. {d.text}") for d in docs) + " "
+            " " + " \n ".join(normalize_answer(f"{d.title}. {d.text}") for d in docs) + " "
             if docs
             else None
         )
@@ -128,7 +129,7 @@ class CorpusIndex:
     def contains(self, aliases: Sequence[str]) -> float | None:
         if self.text is None:
             return None
-        return float(any(f" {a} " in self.text for a in map(normalize, aliases) if a))
+        return float(any(f" {a} " in self.text for a in map(normalize_answer, aliases) if a))
 
 
 # ----------------------------------------------------------------------------- runs
@@ -277,10 +278,7 @@ def run(args: EvalArgs) -> Path:
     config_path = out / "config.json"
     if config_path.exists():
         before = json.loads(config_path.read_text())
-        if {k: before.get(k) for k in settings} != settings:
-            raise ValueError(
-                f"{out} holds a run with other settings ({config_path}); choose another --out"
-            )
+        check_fingerprint({k: before.get(k) for k in settings}, settings, config_path)
     else:
         config_path.write_text(json.dumps(settings, indent=2))
 
