@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from env.record import read_jsonl
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.config import MAX_ACTIONS, EnvArgs, PolicyArgs
 from webagent.eval import EvalArgs, best_of_curve, rescore, run
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa" / "dev.jsonl"
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.3)
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--max-actions", type=int, default=10)
+    ap.add_argument("--max-actions", type=int, default=MAX_ACTIONS)
     ap.add_argument("--greedy", action="store_true", help="also run each policy greedily")
     ap.add_argument("--out", default="runs/bench-best-of")
     ap.add_argument("--runs", nargs="+", default=None, metavar="DIR",

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.config import MAX_ACTIONS, EnvArgs, PolicyArgs
 from webagent.eval import EvalArgs, compare, run
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa" / "dev.jsonl"
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--policy", default="bc-gemma3-270m", help="trained policy (bc modes)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-eval")
-    ap.add_argument("--max-actions", type=int, default=10)
+    ap.add_argument("--max-actions", type=int, default=MAX_ACTIONS)
     ap.add_argument("--modes", nargs="+", default=["closed-book", "rag-3", "browse", "bc"],
                     help="closed-book rag-K browse browse-free bc bc-free")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="10 questions, 6 actions")

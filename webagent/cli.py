@@ -18,7 +18,7 @@ from typing import Annotated
 
 import tyro
 
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.config import ASK_MAX_ACTIONS, DEMO_MAX_ACTIONS, EnvArgs, PolicyArgs
 from webagent.eval import EvalArgs
 
 
@@ -29,7 +29,7 @@ class AskArgs:
     question: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="QUESTION")]
     """The question to answer."""
     policy: PolicyArgs = field(default_factory=PolicyArgs)
-    env: EnvArgs = field(default_factory=EnvArgs)
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=ASK_MAX_ACTIONS))
     json: bool = False
     """Print one JSON object {question, answer, references, actions} and nothing else."""
     record: str | None = None
@@ -47,7 +47,7 @@ class ReplArgs:
     """Ask question after question; `:drive` to browse yourself, `:why`, `:save FILE`."""
 
     policy: PolicyArgs = field(default_factory=PolicyArgs)
-    env: EnvArgs = field(default_factory=EnvArgs)
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=ASK_MAX_ACTIONS))
     debug: bool = False
     """Show tracebacks."""
 
@@ -231,7 +231,7 @@ class DemosArgs:
     """Episode records are appended here; a rerun skips questions already attempted."""
     export: str | None = None
     """Also write TRL {"prompt","completion"} lines (zero-shot prompts) to this file."""
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=30))
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=DEMO_MAX_ACTIONS))
     limit: int | None = None
     """Only the first N questions."""
     seed: int = 0
@@ -287,7 +287,7 @@ class CompareArgs:
     """Comparisons are appended here; episodes go beside it (*.episodes.jsonl); reruns resume."""
     policy: PolicyArgs = field(default_factory=lambda: PolicyArgs(temperature=0.3))
     """Samples as best-of-n draws them (0.3: see bench/README.md), so the reward model learns on them."""
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
+    env: EnvArgs = field(default_factory=EnvArgs)
     samples: int = 4
     """Episodes per question (K): up to K(K-1)/2 comparisons."""
     judge: str = "gold"

@@ -11,6 +11,19 @@ from env.cache import PageCache
 from env.limits import BrowseLimits
 from env.sources import PageSource, open_source
 
+MAX_ACTIONS = 10
+"""Actions per episode before the answer phase is forced: the budget of every entry point
+(eval, compare, train ppo, bench) but the two below. A TriviaQA answer takes ~4 (search,
+click, quote, end) and past ~10 the policy mostly loops, so more only costs time; the model
+card's figures are at 10. The environment's own default is WebGPT's 100, made for long-form
+answers (`env.limits`). README.md, "Action budgets"."""
+ASK_MAX_ACTIONS = 20
+"""ask and repl: one question with a person waiting for it, where room to recover from a
+poor first search costs seconds, not hours of evaluation."""
+DEMO_MAX_ACTIONS = 30
+"""The expert demonstrator's budget (demos): it opens up to `--max-results` results per search
+and reformulates, so it needs more room than the policy it teaches."""
+
 DEFAULT_POLICY = "bc-gemma3-270m"
 """The shipped behaviour-cloned policy (webagent/policies/, see its MODEL_CARD.md)."""
 
@@ -48,9 +61,9 @@ class EnvArgs:
 
     source: str = "wiki"
     """Page source: wiki | zim:PATH | jsonl:PATH | web | cache."""
-    max_actions: int = 20
-    """Actions per episode before the answer phase is forced. The environment's own default is
-    WebGPT's 100 (long-form answers); a factoid answer takes ~4 (search, click, quote, end)."""
+    max_actions: int = MAX_ACTIONS
+    """Actions per episode before the answer phase is forced (README.md, "Action budgets";
+    ask and repl default to 20, demos to 30)."""
     window_lines: int = 10
     """Page lines shown per observation."""
     searx: str | None = None

@@ -52,9 +52,8 @@ class EvalArgs:
     out: str = "runs/eval"
     """Run directory (created; an existing one with the same settings is resumed)."""
     policy: PolicyArgs = field(default_factory=PolicyArgs)
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
-    """Browser settings; 10 actions by default: a TriviaQA answer takes ~4 (search, click, quote,
-    end), and past that the few-shot policy mostly loops, so more only costs time."""
+    env: EnvArgs = field(default_factory=EnvArgs)
+    """Browser settings (10 actions by default: `webagent.config.MAX_ACTIONS`)."""
     closed_book: bool = False
     """Baseline: the model answers from the question alone."""
     rag: int = 0

@@ -65,7 +65,7 @@ class Args:
     """Reward model directory (`webagent train rm`)."""
     out: str = "runs/ppo"
     """Run directory: the trained policy, OUT/last (resume state), log.jsonl and log.png."""
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
+    env: EnvArgs = field(default_factory=EnvArgs)
     """Page source and budgets of the training episodes."""
     iterations: int = 20
     """Rollout-then-update iterations in all (a rerun with more extends a finished run)."""
