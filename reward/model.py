@@ -76,8 +76,10 @@ class RewardModel(torch.nn.Module):
             body = body.merge_and_unload()
         body.save_pretrained(directory / "body")
         tokenizer.save_pretrained(directory / "body")
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                  directory / "head.safetensors")  # fmt: skip
+        save_file(
+            {k: v.contiguous() for k, v in self.head.state_dict().items()},
+            directory / "head.safetensors",
+        )
         (directory / META).write_text(
             json.dumps({**meta, "pooling": self.pooling}, indent=2) + "\n"
         )
@@ -116,8 +118,9 @@ def prepare_tokenizer(tokenizer):
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     """Right-padded batch. Overlong texts keep their end (the answer is last in the layout)."""
     tokenizer.truncation_side = "left"
-    return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                     return_tensors="pt")  # fmt: skip
+    return tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
 
 
 class RewardScorer:

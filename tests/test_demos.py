@@ -24,7 +24,7 @@ QUESTIONS = [
         "Mount Aconcagua, the highest peak in the Western Hemisphere, stands in which country?",
         "Argentina",
         ("Argentina", "Argentine Republic"),
-    ),  # fmt: skip
+    ),
     Question("m3", "Which river flows through Baghdad?", "Tigris", ("Tigris", "Tigris River")),
     Question(
         "m4", "What is the name of the fictional zzyzx quux?", "Blorft", ("Blorft",)
@@ -88,9 +88,19 @@ def test_prompt_completion_export(wiki):
 
 def test_demos_cli_resumes_and_exports(tmp_path, index_dir):
     data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
-                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
-                            for q in QUESTIONS))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question_id": q.id,
+                    "question": q.question,
+                    "answer": {"value": q.answer, "aliases": list(q.aliases)},
+                }
+            )
+            + "\n"
+            for q in QUESTIONS
+        )
+    )
     out, pc = tmp_path / "demos.jsonl", tmp_path / "pc.jsonl"
     cmd = [
         str(Path(sys.executable).with_name("webagent")),

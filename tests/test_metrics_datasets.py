@@ -87,8 +87,16 @@ def test_our_jsonl_layout(tmp_path):
 
 def test_official_triviaqa_layout(tmp_path):
     p = tmp_path / "web-dev.json"
-    data = {"Data": [{"Question": "Q1?", "QuestionId": "tc_1", "Answer": {"Value": "V", "Aliases": ["V", "W"], "NormalizedAliases": ["v", "w"]}}],
-            "Version": 1.0}  # fmt: skip
+    data = {
+        "Data": [
+            {
+                "Question": "Q1?",
+                "QuestionId": "tc_1",
+                "Answer": {"Value": "V", "Aliases": ["V", "W"], "NormalizedAliases": ["v", "w"]},
+            }
+        ],
+        "Version": 1.0,
+    }
     p.write_text(json.dumps(data, indent=1))
     (q,) = load_questions(p)
     assert (q.id, q.aliases) == ("tc_1", ("V", "W"))

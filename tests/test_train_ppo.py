@@ -47,8 +47,18 @@ def bc_policy(tmp_path_factory, wiki) -> Path:
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
     demos = root / "demos.jsonl"
     append_jsonl(demos, [r for _, r in generate(QUESTIONS[:2], make_env) if r])
-    train_bc(BCArgs(demos=str(demos), model=str(tiny), out=str(root / "bc"), max_steps=2,
-                    max_length=192, micro_batch=2, grad_accum=1, warmup_steps=1))  # fmt: skip
+    train_bc(
+        BCArgs(
+            demos=str(demos),
+            model=str(tiny),
+            out=str(root / "bc"),
+            max_steps=2,
+            max_length=192,
+            micro_batch=2,
+            grad_accum=1,
+            warmup_steps=1,
+        )
+    )
     return root / "bc"
 
 
@@ -58,15 +68,23 @@ def tiny_rm(bc_policy) -> Path:
 
     body = bc_policy.parent / "tiny"
     out = bc_policy.parent / "rm"
-    RewardModel.from_body(body).save(out, prepare_tokenizer(AutoTokenizer.from_pretrained(body)),
-                                     {"base_model": str(body), "max_length": 256})  # fmt: skip
+    RewardModel.from_body(body).save(
+        out,
+        prepare_tokenizer(AutoTokenizer.from_pretrained(body)),
+        {"base_model": str(body), "max_length": 256},
+    )
     return out
 
 
 def episodes(policy, wiki, n=3, max_actions=3):
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=max_actions)))  # noqa: E731
-    config = RunConfig(batch_size=3, sampling=Sampling(temperature=1.0, seed=3), admissible_only=False,
-                       browse_max_new_tokens=12, answer_max_new_tokens=12)  # fmt: skip
+    config = RunConfig(
+        batch_size=3,
+        sampling=Sampling(temperature=1.0, seed=3),
+        admissible_only=False,
+        browse_max_new_tokens=12,
+        answer_max_new_tokens=12,
+    )
     tasks = [Task(q.question) for q in QUESTIONS[:n]]
     return [r for _, r in sorted(run_episodes(policy, tasks, make_env, config), key=lambda x: x[0])]
 
@@ -120,8 +138,12 @@ def test_one_ppo_update_lowers_the_loss(bc_policy, wiki):
         s.advantages = torch.randn(len(s.action_ids), generator=gen)
         s.returns = s.values + torch.randn(len(s.action_ids), generator=gen)
     batch = collate(segments, policy.tokenizer.pad_token_id)
-    targets = {"old_logp": torch.cat([s.old_logprobs for s in segments]), "advantages": torch.cat([s.advantages for s in segments]),
-               "old_values": torch.cat([s.values for s in segments]), "returns": torch.cat([s.returns for s in segments])}  # fmt: skip
+    targets = {
+        "old_logp": torch.cat([s.old_logprobs for s in segments]),
+        "advantages": torch.cat([s.advantages for s in segments]),
+        "old_values": torch.cat([s.values for s in segments]),
+        "returns": torch.cat([s.returns for s in segments]),
+    }
     args = Args(dataset="x", learning_rate=1e-3)
     params = [p for p in net.parameters() if p.requires_grad]
     assert params and all(p.requires_grad for n, p in net.named_parameters() if "lora_" in n)
@@ -149,18 +171,49 @@ def train_env(tmp_path, index_dir) -> dict:
 
 def _questions(tmp_path) -> Path:
     data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
-                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
-                            for q in QUESTIONS[:3]))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question_id": q.id,
+                    "question": q.question,
+                    "answer": {"value": q.answer, "aliases": list(q.aliases)},
+                }
+            )
+            + "\n"
+            for q in QUESTIONS[:3]
+        )
+    )
     return data
 
 
 def test_ppo_cli_resumes_and_extends(bc_policy, tiny_rm, tmp_path, train_env):
     out = tmp_path / "ppo"
-    cmd = [str(BIN / "webagent"), "train", "ppo", str(_questions(tmp_path)), "--policy", str(bc_policy),
-           "--rm", str(tiny_rm), "--out", str(out), "--episodes-per-iteration", "3", "--batch", "3",
-           "--max-actions", "3", "--max-new-tokens", "12", "--budget-range", "2", "4",
-           "--answer-only-fraction", "0.5"]  # fmt: skip
+    cmd = [
+        str(BIN / "webagent"),
+        "train",
+        "ppo",
+        str(_questions(tmp_path)),
+        "--policy",
+        str(bc_policy),
+        "--rm",
+        str(tiny_rm),
+        "--out",
+        str(out),
+        "--episodes-per-iteration",
+        "3",
+        "--batch",
+        "3",
+        "--max-actions",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--budget-range",
+        "2",
+        "4",
+        "--answer-only-fraction",
+        "0.5",
+    ]
     first = subprocess.run(
         [*cmd, "--iterations", "1"], env=train_env, capture_output=True, text=True, timeout=600
     )
@@ -190,21 +243,66 @@ def test_ppo_cli_resumes_and_extends(bc_policy, tiny_rm, tmp_path, train_env):
 
 
 def test_ppo_runs_on_two_processes(bc_policy, tiny_rm, tmp_path, train_env):
-    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "webagent.train_ppo"]  # fmt: skip
-    run = subprocess.run([*launch, str(_questions(tmp_path)), "--policy", str(bc_policy), "--rm", str(tiny_rm),
-                          "--out", str(tmp_path / "ppo2"), "--iterations", "1", "--episodes-per-iteration", "2",
-                          "--batch", "2", "--max-actions", "3", "--max-new-tokens", "12"],
-                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    launch = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "webagent.train_ppo",
+    ]
+    run = subprocess.run(
+        [
+            *launch,
+            str(_questions(tmp_path)),
+            "--policy",
+            str(bc_policy),
+            "--rm",
+            str(tiny_rm),
+            "--out",
+            str(tmp_path / "ppo2"),
+            "--iterations",
+            "1",
+            "--episodes-per-iteration",
+            "2",
+            "--batch",
+            "2",
+            "--max-actions",
+            "3",
+            "--max-new-tokens",
+            "12",
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "ppo2" / "webagent.json").read_text())["iterations"] == 1
 
 
 def eval_rows(path: Path, browses) -> Path:
     """`webagent eval` rows (best-of: the kept episode plus its candidates) holding `browses`."""
-    path.write_text("".join(json.dumps({"question_id": r.meta["question_id"], "episode": r.to_dict(),
-                                        "candidates": [{"score": 0.0, "episode": r.to_dict()}]}) + "\n"
-                            for _, r in browses))  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question_id": r.meta["question_id"],
+                    "episode": r.to_dict(),
+                    "candidates": [{"score": 0.0, "episode": r.to_dict()}],
+                }
+            )
+            + "\n"
+            for _, r in browses
+        )
+    )
     return path
 
 
@@ -250,11 +348,36 @@ def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_po
 def test_ppo_cli_answer_only_on_recorded_browses(bc_policy, tiny_rm, tmp_path, train_env):
     """`--browses`: every episode answers a recorded browse's quotes (no browsing)."""
     out = tmp_path / "ppo-answers"
-    run = subprocess.run([str(BIN / "webagent"), "train", "ppo", str(_questions(tmp_path)), "--policy", str(bc_policy),
-                          "--rm", str(tiny_rm), "--out", str(out), "--browses", str(bc_policy.parent / "demos.jsonl"),
-                          "--iterations", "2", "--episodes-per-iteration", "3", "--batch", "3",
-                          "--temperature", "0.7", "--max-new-tokens", "8"],
-                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "train",
+            "ppo",
+            str(_questions(tmp_path)),
+            "--policy",
+            str(bc_policy),
+            "--rm",
+            str(tiny_rm),
+            "--out",
+            str(out),
+            "--browses",
+            str(bc_policy.parent / "demos.jsonl"),
+            "--iterations",
+            "2",
+            "--episodes-per-iteration",
+            "3",
+            "--batch",
+            "3",
+            "--temperature",
+            "0.7",
+            "--max-new-tokens",
+            "8",
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2]

@@ -146,5 +146,9 @@ def run_config(args: PolicyArgs, batch_size: int = 8, **overrides):
     """The episode runner's settings a PolicyArgs implies (sampling, decoding aid)."""
     from webagent.rollout import RunConfig
 
-    return RunConfig(batch_size=batch_size, sampling=sampling_of(args),
-                     admissible_only=args.admissible_only, **overrides)  # fmt: skip
+    return RunConfig(
+        batch_size=batch_size,
+        sampling=sampling_of(args),
+        admissible_only=args.admissible_only,
+        **overrides,
+    )

@@ -227,17 +227,35 @@ def reanswer(
         observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
         prompts = [policy.prompt("answer", o) for o in observations]
         t0 = time.perf_counter()
-        generations = policy.generate(prompts, max_new_tokens=config.answer_max_new_tokens,
-                                      sampling=config.sampling, seeds=part_seeds)  # fmt: skip
+        generations = policy.generate(
+            prompts,
+            max_new_tokens=config.answer_max_new_tokens,
+            sampling=config.sampling,
+            seeds=part_seeds,
+        )
         seconds = (time.perf_counter() - t0) / len(part)
-        for record, seed, obs, prompt, gen in zip(part, part_seeds, observations, prompts, generations, strict=True):  # fmt: skip
+        for record, seed, obs, prompt, gen in zip(
+            part, part_seeds, observations, prompts, generations, strict=True
+        ):
             clone = EpisodeRecord.from_dict(record.to_dict())
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
             action = completion_to_action(gen.text)
-            clone.steps = [replace(last, observation=obs, prompt=prompt, action=action, completion=gen.text,
-                                   token_ids=gen.token_ids, logprobs=gen.logprobs, prompt_tokens=gen.prompt_tokens,
-                                   seconds=seconds, command=None, error=None)]  # fmt: skip
+            clone.steps = [
+                replace(
+                    last,
+                    observation=obs,
+                    prompt=prompt,
+                    action=action,
+                    completion=gen.text,
+                    token_ids=gen.token_ids,
+                    logprobs=gen.logprobs,
+                    prompt_tokens=gen.prompt_tokens,
+                    seconds=seconds,
+                    command=None,
+                    error=None,
+                )
+            ]
             clone.answer = action or None
             clone.model = policy.name
             clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}

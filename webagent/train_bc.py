@@ -267,8 +267,13 @@ def with_lora(model, args: Args):
     targets: Any = args.lora_targets
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")  # fmt: skip
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
@@ -290,8 +295,13 @@ def answer_style(rows: list[dict], init_meta: dict | None) -> str:
 
 def _provenance(spec: str, meta: dict) -> dict:
     """Where a continued run started: the policy's spec and what it was trained on."""
-    return {"spec": str(spec), "data": meta.get("data"), "data_sha256": meta.get("data_sha256"),
-            "steps": meta.get("steps"), "init": meta.get("init")}  # fmt: skip
+    return {
+        "spec": str(spec),
+        "data": meta.get("data"),
+        "data_sha256": meta.get("data_sha256"),
+        "steps": meta.get("steps"),
+        "init": meta.get("init"),
+    }
 
 
 def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None:
@@ -299,8 +309,15 @@ def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None
     trainable = trainable_state(model)
 
     def fill(tmp: Path) -> None:
-        torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "step": step,
-                    "rng": torch.get_rng_state()}, tmp / "state.pt")  # fmt: skip
+        torch.save(
+            {
+                "trainable": trainable,
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "rng": torch.get_rng_state(),
+            },
+            tmp / "state.pt",
+        )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     write_dir(directory, fill)
@@ -381,14 +398,27 @@ def main(args: Args) -> Path:
         model = with_lora(model, args)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, betas=args.adam_betas,
-                                  weight_decay=args.weight_decay)  # fmt: skip
-    fingerprint = {"data_sha256": file_sha256(args.demos), "model": args.model, "full": args.full,
-                   "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "world": world,
-                   "seed": args.seed, "val_seed": args.val_seed, "total_steps": total_steps, "limit": args.limit,
-                   "learning_rate": args.learning_rate, "lora_r": args.lora_r,
-                   "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse,
-                   "cited_weight": args.cited_weight}  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        params, lr=args.learning_rate, betas=args.adam_betas, weight_decay=args.weight_decay
+    )
+    fingerprint = {
+        "data_sha256": file_sha256(args.demos),
+        "model": args.model,
+        "full": args.full,
+        "micro_batch": args.micro_batch,
+        "grad_accum": args.grad_accum,
+        "world": world,
+        "seed": args.seed,
+        "val_seed": args.val_seed,
+        "total_steps": total_steps,
+        "limit": args.limit,
+        "learning_rate": args.learning_rate,
+        "lora_r": args.lora_r,
+        "init": args.init,
+        "phases": list(args.phases),
+        "keep_browse": args.keep_browse,
+        "cited_weight": args.cited_weight,
+    }
     step, log = 0, {"train": [], "val": []}
     if resume_state(out / "last") is not None:
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
@@ -413,6 +443,10 @@ def main(args: Args) -> Path:
         wrapped.train()
         return float(nll / count.clamp(min=1))
 
+    def checkpoint(step: int) -> None:
+        model = unwrap_ddp(accelerator, wrapped).model
+        save_state(out / "last", model, optimizer, step, {"fingerprint": fingerprint, "log": log})
+
     meta = {
         "base_model": base_model,
         "kind": "bc",
@@ -427,8 +461,13 @@ def main(args: Args) -> Path:
         "processes": world,
     }
     t_start, tokens_seen = time.time(), 0
-    bar = tqdm(total=total_steps, initial=step, desc="bc", disable=not accelerator.is_main_process,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc="bc",
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
     stop = StopRequest()
     try:
         while step < total_steps:
@@ -467,16 +506,17 @@ def main(args: Args) -> Path:
             bar.set_postfix(postfix)
             bar.update(1)
             if (step % args.save_every == 0 or step == total_steps) and accelerator.is_main_process:
-                save_state(out / "last", unwrap_ddp(accelerator, wrapped).model, optimizer, step,
-                           {"fingerprint": fingerprint, "log": log})  # fmt: skip
+                checkpoint(step)
             # Ctrl-C / SIGTERM ends the run between steps, on every process at once
             if float(accelerator.reduce(torch.tensor(float(stop.requested)), "sum")) > 0:
                 if accelerator.is_main_process:
-                    save_state(out / "last", unwrap_ddp(accelerator, wrapped).model, optimizer,
-                               step, {"fingerprint": fingerprint, "log": log})  # fmt: skip
+                    checkpoint(step)
                     bar.close()
-                    print(f"\ninterrupted at step {step}/{total_steps}; saved {out / 'last'}; "
-                          "rerun the same command to resume", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"\ninterrupted at step {step}/{total_steps}; saved {out / 'last'}; "
+                        "rerun the same command to resume",
+                        file=sys.stderr,
+                    )
                 raise KeyboardInterrupt
             accelerator.wait_for_everyone()
     finally:
@@ -485,9 +525,14 @@ def main(args: Args) -> Path:
     seconds = time.time() - t_start
     if accelerator.is_main_process:
         policy = unwrap_ddp(accelerator, wrapped).model
-        meta.update(steps=step, train_loss=log["train"][-1][1] if log["train"] else None,
-                    val_loss=log["val"][-1][1] if log["val"] else None, losses=log,
-                    seconds_this_session=round(seconds, 1), tokens_this_session=tokens_seen)  # fmt: skip
+        meta.update(
+            steps=step,
+            train_loss=log["train"][-1][1] if log["train"] else None,
+            val_loss=log["val"][-1][1] if log["val"] else None,
+            losses=log,
+            seconds_this_session=round(seconds, 1),
+            tokens_this_session=tokens_seen,
+        )
         save_policy(policy, tokenizer, out, meta)
         with open(out / "log.jsonl", "w") as f:
             for s, loss, lr in log["train"]:
