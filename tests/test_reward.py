@@ -590,7 +590,7 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
 def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wiki):
     """`--answers-from` samples only answers, each on one of the question's recorded browses in
     turn, pairs them like whole episodes, and a rerun samples nothing again."""
-    from test_demos import QUESTIONS
+    from test_demos import QUESTIONS, write_questions
 
     from env.browser import BrowserEnv, EnvConfig
     from env.limits import BrowseLimits
@@ -599,20 +599,7 @@ def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wik
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
     browses = tmp_path / "browses.jsonl"
     append_jsonl(browses, [r for _, r in generate(QUESTIONS[:2], make_env) if r])
-    data = tmp_path / "q.jsonl"
-    data.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "question_id": q.id,
-                    "question": q.question,
-                    "answer": {"value": q.answer, "aliases": list(q.aliases)},
-                }
-            )
-            + "\n"
-            for q in QUESTIONS[:3]
-        )
-    )
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:3])
     out = tmp_path / "answers.jsonl"
     cmd = [
         str(BIN / "webagent"),

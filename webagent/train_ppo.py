@@ -3,24 +3,29 @@
     webagent train ppo ../shared/data/triviaqa/train.jsonl --policy runs/bc/policy --rm runs/rm/minilm --out runs/ppo
     accelerate launch --multi_gpu --num_processes 2 -m webagent.train_ppo DATASET --policy … --rm … --out …
 
-One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
+One file, CleanRL style: `Args` names and documents every setting; `main` is the loop, a short
+list of named steps.
 
-An iteration:
-1. **Rollout.** The current policy plays `episodes_per_iteration` whole episodes (browse, then
-   answer) in the environment with plain sampling at `temperature` (no admissible-action aid:
-   PPO needs the log-probabilities of exactly the distribution it samples from). Each step's
-   prompt (the observation) is context; the tokens the policy wrote are the actions.
-2. **Scoring.** The reward model scores the final answer with its quotes
+An iteration (each step is the function named in brackets; `main` calls them in turn):
+1. **Rollout** (`collect_episodes`). The current policy plays `episodes_per_iteration` whole
+   episodes (browse, then answer) in the environment with plain sampling at `temperature` (no
+   admissible-action aid: PPO needs the log-probabilities of exactly the distribution it
+   samples from). Each step's prompt (the observation) is context; the tokens the policy wrote
+   are the actions. `EpisodeSeeds` gives every episode of the run its own seed.
+2. **Scoring** (`score_episodes`). The reward model scores the final answer with its quotes
    (`reward.text.reward_text`), normalised by a running mean/std of scores. An episode with no
    answer gets `no_answer_reward` instead; one that ran out of actions also gets `budget_penalty`.
-3. **Per-token rewards.** Each generated token gets -kl_coef * (log pi(a) - log pi_ref(a)), the
-   KL penalty to the frozen behaviour-cloned policy; the last generated token of the episode
-   also gets the episode's score. An episode's generated tokens, across all its steps, form
-   one trajectory.
-4. **GAE** over that trajectory (gamma = 1, lambda = 0.95 by default), values from a scalar head
-   on the policy's last hidden states; advantages whitened over the batch.
-5. **Update.** `update_epochs` passes of minibatches of steps: clipped ratio objective, clipped
-   value loss, optional entropy bonus, gradient clipping. Only the generated tokens carry loss.
+3. **Per-token rewards** (`compute_advantages`). Each generated token gets
+   -kl_coef * (log pi(a) - log pi_ref(a)), the KL penalty to the frozen behaviour-cloned
+   policy; the last generated token of the episode also gets the episode's score. An
+   episode's generated tokens, across all its steps, form one trajectory.
+4. **GAE** (`compute_advantages`) over that trajectory (gamma = 1, lambda = 0.95 by default),
+   values from a scalar head on the policy's last hidden states; advantages whitened over the
+   batch.
+5. **Update** (`update`). `update_epochs` passes of minibatches of steps: clipped ratio
+   objective, clipped value loss, optional entropy bonus, gradient clipping. Only the generated
+   tokens carry loss.
+6. **Log and checkpoint** (`adapt_kl`, `log_row`, `save_checkpoint`; at the end `save_final`).
 The policy is the BC LoRA adapter trained further; the reference is a frozen copy of it. The
 model stays in eval mode throughout (no dropout), so the log-probabilities recomputed for the
 update are those of the policy that sampled. Every iteration is checkpointed to OUT/last; a
@@ -351,7 +356,8 @@ def evaluate_segments(
 @dataclass(frozen=True)
 class EpisodeSeeds:
     """The seeds of one process's episodes in one iteration: the one home of PPO's seed
-    arithmetic, so that no two episodes of a run (on any process) share a seed.
+    arithmetic, so that no two episodes of a run (on any process) share a seed while the run
+    samples fewer than 10,000 episodes (re-answers start at that offset).
 
     Process `rank` of `world` owns slot `iteration * world + rank` of the run. Its n-th episode
     (whole, or on a recorded browse, whose place in the cycle of browses it also is) samples
@@ -802,11 +808,11 @@ def main(args: Args) -> Path:
         t0 = time.time()
         seeds = EpisodeSeeds.of(args, iteration, run.rank, run.world)
         rng = seeds.rng()
-        batch = collect_episodes(run, seeds, rng)
-        score_episodes(run, batch)
-        compute_advantages(run, batch)
-        stats = update(run, batch.segments, rng)
-        mean_kl = adapt_kl(run, batch)
+        batch = collect_episodes(run, seeds, rng)  # 1. rollout
+        score_episodes(run, batch)  # 2. scores
+        compute_advantages(run, batch)  # 3-4. per-token rewards, GAE
+        stats = update(run, batch.segments, rng)  # 5. PPO update
+        mean_kl = adapt_kl(run, batch)  # 6. log and checkpoint
         run.log.append(log_row(run, iteration, batch, mean_kl, stats, time.time() - t0))
         bar.update(1)
         row = run.log[-1]
