@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from env.record import read_jsonl
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.config import MAX_ACTIONS, EnvArgs, PolicyArgs
 from webagent.eval import EvalArgs, best_of_curve, rescore, run
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa" / "dev.jsonl"
@@ -37,21 +37,34 @@ def main() -> None:
     ap.add_argument("--dataset", default=str(DEV))
     ap.add_argument("--policies", nargs="+", default=["bc-gemma3-270m"])
     ap.add_argument("--rms", nargs="+", required=True, help="reward model dirs to compare")
-    ap.add_argument("--sample-rm", default=None,
-                    help="reward model of the sampling run (default: the first of --rms)")  # fmt: skip
+    ap.add_argument(
+        "--sample-rm",
+        default=None,
+        help="reward model of the sampling run (default: the first of --rms)",
+    )
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.3)
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--max-actions", type=int, default=10)
+    ap.add_argument("--max-actions", type=int, default=MAX_ACTIONS)
     ap.add_argument("--greedy", action="store_true", help="also run each policy greedily")
     ap.add_argument("--out", default="runs/bench-best-of")
-    ap.add_argument("--runs", nargs="+", default=None, metavar="DIR",
-                    help="no sampling: every reward model reranks the candidates these earlier "
-                    "runs kept (their questions joined, a question's candidates from several runs "
-                    "one after another; best-of-k up to the fewest candidates)")  # fmt: skip
-    ap.add_argument("--min-candidates", type=int, default=None, metavar="K",
-                    help="with --runs: only the questions with at least K candidates (e.g. those "
-                    "a second run sampled again, for best-of-8)")  # fmt: skip
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="no sampling: every reward model reranks the candidates these earlier "
+        "runs kept (their questions joined, a question's candidates from several runs "
+        "one after another; best-of-k up to the fewest candidates)",
+    )
+    ap.add_argument(
+        "--min-candidates",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --runs: only the questions with at least K candidates (e.g. those "
+        "a second run sampled again, for best-of-8)",
+    )
     args = ap.parse_args()
     if args.runs:  # the runs hold their questions: no dataset needed
         return rerank(args.runs, args.rms, Path(args.out), args.min_candidates)
@@ -69,20 +82,45 @@ def main() -> None:
         env = EnvArgs(max_actions=args.max_actions)
         if args.greedy:
             greedy = out.with_name(out.name + "-greedy")
-            run(EvalArgs(dataset=args.dataset, out=str(greedy), limit=args.limit,
-                         policy=PolicyArgs(model=policy, temperature=0.0), env=env))  # fmt: skip
+            run(
+                EvalArgs(
+                    dataset=args.dataset,
+                    out=str(greedy),
+                    limit=args.limit,
+                    policy=PolicyArgs(model=policy, temperature=0.0),
+                    env=env,
+                )
+            )
             rows = list(read_jsonl(greedy / "results.jsonl"))
             em = sum(r["em"] for r in rows) / len(rows)
             secs = sum(r["seconds"] for r in rows) / len(rows)
             table.append((policy, "greedy", "—", em, None, secs))
-        run(EvalArgs(dataset=args.dataset, out=str(out), limit=args.limit, best_of=args.n, rm=sample_rm,
-                     policy=PolicyArgs(model=policy, temperature=args.temperature), env=env))  # fmt: skip
+        run(
+            EvalArgs(
+                dataset=args.dataset,
+                out=str(out),
+                limit=args.limit,
+                best_of=args.n,
+                rm=sample_rm,
+                policy=PolicyArgs(model=policy, temperature=args.temperature),
+                env=env,
+            )
+        )
         rows = list(read_jsonl(out / "results.jsonl"))
         for rm in args.rms:
             scored = rows if rm == sample_rm else rescore(rows, scorers[rm])
             curve = curves.setdefault(f"{policy} | {rm}", best_of_curve(scored))
-            table += [(policy, f"best-of-{c['k']}", _rm_name(rm), c["em"], c["oracle_em"],
-                       c["seconds_per_question"]) for c in curve]  # fmt: skip
+            table += [
+                (
+                    policy,
+                    f"best-of-{c['k']}",
+                    _rm_name(rm),
+                    c["em"],
+                    c["oracle_em"],
+                    c["seconds_per_question"],
+                )
+                for c in curve
+            ]
     n = len(rows)
     print(f"\nT={args.temperature}, {n} questions, {args.max_actions} actions\n")
     first = next((r[3] for r in table if r[1] == "best-of-1"), 0)
@@ -109,15 +147,19 @@ def rerank(runs: list[str], rms: list[str], out: Path, min_candidates: int | Non
         rows = [r for r in rows if len(r["candidates"]) >= min_candidates]
     curves = {}
     print(f"\n{len(rows)} questions from {', '.join(runs)}\n")
-    print("| reward model | best-of-k | EM | EM / best-of-1 | won / lost vs best-of-1 | oracle EM "
-          "| s/question |")  # fmt: skip
+    print(
+        "| reward model | best-of-k | EM | EM / best-of-1 | won / lost vs best-of-1 | oracle EM "
+        "| s/question |"
+    )
     print("|---|---|---|---|---|---|---|")
     for rm in rms:
         curve = curves[rm] = best_of_curve(rescore(rows, RewardScorer(rm)))
         for c in curve:
-            print(f"| {_rm_name(rm)} | {c['k']} | {c['em']:.3f} | "
-                  f"{c['em'] / curve[0]['em'] if curve[0]['em'] else 0:.2f}x | {c['won']} / {c['lost']} | "
-                  f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |")  # fmt: skip
+            print(
+                f"| {_rm_name(rm)} | {c['k']} | {c['em']:.3f} | "
+                f"{c['em'] / curve[0]['em'] if curve[0]['em'] else 0:.2f}x | {c['won']} / {c['lost']} | "
+                f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(curves, indent=2))
 

@@ -20,8 +20,12 @@ from webagent.policy import HFPolicy
 from webagent.rollout import RunConfig, Task, run_episodes
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa" / "dev.jsonl"
-FALLBACK = ["Which river flows through Baghdad?", "Who painted the Mona Lisa?", "What is the capital of Peru?",
-            "Who wrote Pride and Prejudice?"]  # fmt: skip
+FALLBACK = [
+    "Which river flows through Baghdad?",
+    "Who painted the Mona Lisa?",
+    "What is the capital of Peru?",
+    "Who wrote Pride and Prejudice?",
+]
 
 
 class Timed(HFPolicy):
@@ -80,17 +84,35 @@ def main() -> None:
         prefill = sum(c[1] for c in policy.calls)
         decode = sum(c[2] for c in policy.calls)
         tokens = sum(c[3] for c in policy.calls)
-        rows.append({
-            "batch": batch, "episodes": len(records), "steps": steps, "wall_s": wall,
-            "eps_per_min": 60 * len(records) / wall, "s_per_step": wall / steps,
-            "prefill_s_per_step": prefill / model_steps, "decode_s_per_step": decode / model_steps,
-            "ms_per_token": 1000 * decode / max(tokens, 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "batch": batch,
+                "episodes": len(records),
+                "steps": steps,
+                "wall_s": wall,
+                "eps_per_min": 60 * len(records) / wall,
+                "s_per_step": wall / steps,
+                "prefill_s_per_step": prefill / model_steps,
+                "decode_s_per_step": decode / model_steps,
+                "ms_per_token": 1000 * decode / max(tokens, 1),
+            }
+        )
 
-    print(f"\nmodel {args.model} (load {load_s:.1f} s), {len(questions)} questions, "
-          f"max {args.max_actions} actions, greedy\n")  # fmt: skip
-    cols = ["batch", "episodes", "steps", "wall_s", "eps_per_min", "s_per_step", "prefill_s_per_step",
-            "decode_s_per_step", "ms_per_token"]  # fmt: skip
+    print(
+        f"\nmodel {args.model} (load {load_s:.1f} s), {len(questions)} questions, "
+        f"max {args.max_actions} actions, greedy\n"
+    )
+    cols = [
+        "batch",
+        "episodes",
+        "steps",
+        "wall_s",
+        "eps_per_min",
+        "s_per_step",
+        "prefill_s_per_step",
+        "decode_s_per_step",
+        "ms_per_token",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -101,8 +123,10 @@ def main() -> None:
         )
     base = rows[0]
     for r in rows[1:]:
-        print(f"\nbatch {r['batch']} vs batch {base['batch']}: {r['eps_per_min'] / base['eps_per_min']:.2f}x "
-              f"episodes per minute")  # fmt: skip
+        print(
+            f"\nbatch {r['batch']} vs batch {base['batch']}: {r['eps_per_min'] / base['eps_per_min']:.2f}x "
+            f"episodes per minute"
+        )
 
 
 if __name__ == "__main__":

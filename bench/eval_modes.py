@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.config import MAX_ACTIONS, EnvArgs, PolicyArgs
 from webagent.eval import EvalArgs, compare, run
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa" / "dev.jsonl"
@@ -32,9 +32,13 @@ def main() -> None:
     ap.add_argument("--policy", default="bc-gemma3-270m", help="trained policy (bc modes)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-eval")
-    ap.add_argument("--max-actions", type=int, default=10)
-    ap.add_argument("--modes", nargs="+", default=["closed-book", "rag-3", "browse", "bc"],
-                    help="closed-book rag-K browse browse-free bc bc-free")  # fmt: skip
+    ap.add_argument("--max-actions", type=int, default=MAX_ACTIONS)
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=["closed-book", "rag-3", "browse", "bc"],
+        help="closed-book rag-K browse browse-free bc bc-free",
+    )
     ap.add_argument("--quick", action="store_true", help="10 questions, 6 actions")
     args = ap.parse_args()
     if args.quick:
@@ -47,9 +51,13 @@ def main() -> None:
         out = Path(args.out) / mode
         free = mode.endswith("-free")
         model = args.policy if mode.startswith("bc") else args.model
-        common = dict(dataset=args.dataset, out=str(out), limit=args.limit,
-                      policy=PolicyArgs(model=model, admissible_only=not free),
-                      env=EnvArgs(max_actions=args.max_actions))  # fmt: skip
+        common = dict(
+            dataset=args.dataset,
+            out=str(out),
+            limit=args.limit,
+            policy=PolicyArgs(model=model, admissible_only=not free),
+            env=EnvArgs(max_actions=args.max_actions),
+        )
         if mode == "closed-book":
             run(EvalArgs(**common, closed_book=True))
         elif mode.startswith("rag-"):

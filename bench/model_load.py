@@ -87,9 +87,13 @@ def _load_in_new_process(spec: str, threads: int) -> tuple[float, float]:
     )
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    )
     imports, load = (float(x) for x in out.stdout.split()[-2:])
     return imports, load
 
@@ -136,10 +140,17 @@ def main() -> None:
         load_warm = time.perf_counter() - t
         info = M.cache_info(spec)
         load_rows.append(
-            (spec, info["architecture"], f"{info['num_parameters'] / 1e6:.0f}M",
-             info["vocab_size"], prep, f"{imports:.2f}", f"{load_new:.2f}",
-             f"{min(load_first, load_warm):.2f}")
-        )  # fmt: skip
+            (
+                spec,
+                info["architecture"],
+                f"{info['num_parameters'] / 1e6:.0f}M",
+                info["vocab_size"],
+                prep,
+                f"{imports:.2f}",
+                f"{load_new:.2f}",
+                f"{min(load_first, load_warm):.2f}",
+            )
+        )
 
         tok, model = lm.tokenizer, lm.model
         _time_generate(model, _batch(tok, 32, 1), 2)  # warm-up
@@ -149,23 +160,47 @@ def main() -> None:
             prefill, decode = min(r[0] for r in runs), min(r[1] for r in runs)
             real = int(batch["attention_mask"].sum())
             speed_rows.append(
-                (spec, b, batch["input_ids"].shape[1], f"{prefill:.2f}", f"{real / prefill:.0f}",
-                 f"{decode * 1000:.0f}", f"{decode * 1000 / b:.1f}")
-            )  # fmt: skip
+                (
+                    spec,
+                    b,
+                    batch["input_ids"].shape[1],
+                    f"{prefill:.2f}",
+                    f"{real / prefill:.0f}",
+                    f"{decode * 1000:.0f}",
+                    f"{decode * 1000 / b:.1f}",
+                )
+            )
         del lm, model
 
-    print(f"\ntorch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, float32")  # fmt: skip
+    print(
+        f"\ntorch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, float32"
+    )
     _table(
-        ["model", "class", "params", "vocab", "first prepare s", "import s",
-         "load (new process) s", "load (warm) s"],
+        [
+            "model",
+            "class",
+            "params",
+            "vocab",
+            "first prepare s",
+            "import s",
+            "load (new process) s",
+            "load (warm) s",
+        ],
         load_rows,
-    )  # fmt: skip
+    )
     _table(
-        ["model", "batch", "prompt tokens", "prefill s", "prefill tok/s", "decode ms/step",
-         "decode ms/token"],
+        [
+            "model",
+            "batch",
+            "prompt tokens",
+            "prefill s",
+            "prefill tok/s",
+            "decode ms/step",
+            "decode ms/token",
+        ],
         speed_rows,
-    )  # fmt: skip
+    )
 
 
 def _table(header: list[str], rows: list[tuple]) -> None:

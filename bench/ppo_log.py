@@ -50,9 +50,11 @@ def main() -> None:
         kl_coef = log[0].get("kl_coef")
         rows = blocks(log, args.block)
         for r in rows:
-            print(f"| {Path(run).name} | {kl_coef} | {r['iterations']} | {r['reward']:.3f} | {r['kl']:.2f} | "
-                  f"{r['entropy']:.3f} | {r['clipfrac']:.3f} | {r['explained_variance']:.2f} | "
-                  f"{r['em']:.3f} | {r['seconds']:.0f} |")  # fmt: skip
+            print(
+                f"| {Path(run).name} | {kl_coef} | {r['iterations']} | {r['reward']:.3f} | {r['kl']:.2f} | "
+                f"{r['entropy']:.3f} | {r['clipfrac']:.3f} | {r['explained_variance']:.2f} | "
+                f"{r['em']:.3f} | {r['seconds']:.0f} |"
+            )
         gains.append((Path(run).name, rows[-1]["reward"] - rows[0]["reward"], rows[-1]["kl"]))
     print()
     for name, gain, kl in gains:

@@ -31,7 +31,7 @@ from env.observation import SECTION, SavedQuote, render_answer, title_line
 from webagent.answers import cited, strip_citations
 from webagent.config import PolicyArgs, load_policy
 from webagent.datasets import load_questions
-from webagent.metrics import exact_match, normalize, supported
+from webagent.metrics import exact_match, normalize_answer, supported
 from webagent.prompts import completion_to_action
 
 OLD_INSTRUCTION = (
@@ -43,15 +43,23 @@ OLD_INSTRUCTION = (
 def browse_layout(question: str, quotes: list[SavedQuote]) -> str:
     """The answer observation before the passage layout (for comparison only)."""
     block = [x for q in quotes for x in (f"[{q.n}] {title_line(q.title, q.url)}", q.extract)]
-    return "\n".join([f"{SECTION}Question", question, f"{SECTION}Quotes", *(block or ["None"]),
-                      f"{SECTION}Answer"])  # fmt: skip
+    return "\n".join(
+        [
+            f"{SECTION}Question",
+            question,
+            f"{SECTION}Quotes",
+            *(block or ["None"]),
+            f"{SECTION}Answer",
+        ]
+    )
 
 
 def prompt_for(policy, layout: str, question: str, quotes: list[SavedQuote]) -> str:
     if layout == "passages":
         return policy.prompt("answer", render_answer(question=question, quotes=quotes))
-    return policy.format._render(OLD_INSTRUCTION, [], browse_layout(question, quotes),
-                                 policy.tokenizer)  # fmt: skip
+    return policy.format._render(
+        OLD_INSTRUCTION, [], browse_layout(question, quotes), policy.tokenizer
+    )
 
 
 def main() -> None:
@@ -73,10 +81,14 @@ def main() -> None:
         aliases = {q.id: q.aliases for q in load_questions(args.dataset)}
         missing = {r["meta"].get("question_id") for r in rows} - aliases.keys()
         if missing:
-            ap.error(f"{len(missing)} records' questions are not in {args.dataset}, e.g. "
-                     f"{sorted(map(str, missing))[0]}")  # fmt: skip
-        rows = [{"aliases": aliases[r["meta"]["question_id"]], "question": r["question"],
-                 "episode": r} for r in rows]  # fmt: skip
+            ap.error(
+                f"{len(missing)} records' questions are not in {args.dataset}, e.g. "
+                f"{sorted(map(str, missing))[0]}"
+            )
+        rows = [
+            {"aliases": aliases[r["meta"]["question_id"]], "question": r["question"], "episode": r}
+            for r in rows
+        ]
     items = []
     for r in rows:
         quotes = [SavedQuote(**q) for q in r.get("episode", {}).get("quotes", [])]
@@ -101,14 +113,18 @@ def main() -> None:
                 em += exact_match(text, aliases) if text else 0.0
                 cites += bool(cited(full))
                 support += bool(text) and supported(full, aliases, [q.extract for q in quotes])
-                answer = normalize(text)
-                copied += bool(answer) and any(answer in normalize(q.extract) for q in quotes)
+                answer = normalize_answer(text)
+                copied += bool(answer) and any(
+                    answer in normalize_answer(q.extract) for q in quotes
+                )
             em /= max(1, len(rows))
             first = em if first is None else first
             ratio = f"{em / first:.2f}" if first else "—"
             n = max(1, len(items))
-            print(f"| {spec} | {layout} | {em:.3f} | {ratio} | {copied / n:.2f} | {cites / n:.2f} | "
-                  f"{support / max(1, len(rows)):.3f} | {seconds:.2f} |")  # fmt: skip
+            print(
+                f"| {spec} | {layout} | {em:.3f} | {ratio} | {copied / n:.2f} | {cites / n:.2f} | "
+                f"{support / max(1, len(rows)):.3f} | {seconds:.2f} |"
+            )
 
 
 if __name__ == "__main__":

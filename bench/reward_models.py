@@ -37,9 +37,18 @@ def run() -> None:
     for body in args.bodies:
         big = body != "all-minilm-l6-v2"
         t0 = time.time()
-        meta = main(Args(comparisons=args.comparisons, out=f"{args.out}/{body}", model=str(body_dir(body)),
-                         epochs=args.epochs, lora=big, val_fraction=args.val_fraction, learning_rate=1e-4 if big else 5e-5,
-                         batch_size=8))  # fmt: skip
+        meta = main(
+            Args(
+                comparisons=args.comparisons,
+                out=f"{args.out}/{body}",
+                model=str(body_dir(body)),
+                epochs=args.epochs,
+                lora=big,
+                val_fraction=args.val_fraction,
+                learning_rate=1e-4 if big else 5e-5,
+                batch_size=8,
+            )
+        )
         rows.append((body, meta["validation"], meta["comparisons"], time.time() - t0))
     print(
         "\n| body | train / val comparisons | val accuracy | longer-answer | more-quotes | corr(reward, length) | seconds |"

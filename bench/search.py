@@ -81,15 +81,29 @@ class Row:
         build = f"{self.build_seconds:.2f}" if self.build_seconds is not None else "-"
         batch = f"{self.batch_qps:,.0f}" if self.batch_qps else "-"
         return [
-            self.corpus, self.engine, f"{self.docs:,}", build, f"{p50:.3f}", f"{p95:.3f}",
-            f"{qps:,.0f}" if qps >= 10 else f"{qps:.2f}", batch, f"{len(ms):,}",
-        ]  # fmt: skip
+            self.corpus,
+            self.engine,
+            f"{self.docs:,}",
+            build,
+            f"{p50:.3f}",
+            f"{p95:.3f}",
+            f"{qps:,.0f}" if qps >= 10 else f"{qps:.2f}",
+            batch,
+            f"{len(ms):,}",
+        ]
 
 
 HEADER = [
-    "corpus", "engine", "docs", "build s", "p50 ms", "p95 ms", "queries/s", "batched q/s",
+    "corpus",
+    "engine",
+    "docs",
+    "build s",
+    "p50 ms",
+    "p95 ms",
+    "queries/s",
+    "batched q/s",
     "queries timed",
-]  # fmt: skip
+]
 
 
 # ----------------------------------------------------------------------------- data
@@ -170,9 +184,13 @@ def library_search(index_dir: Path, k: int) -> Callable[[str], object]:
 
 
 def bench_corpus(
-    name: str, texts: Sequence[str], queries: Sequence[str], args: Args,
-    rank_queries: int, library_queries: int,
-) -> tuple[list[Row], list[str]]:  # fmt: skip
+    name: str,
+    texts: Sequence[str],
+    queries: Sequence[str],
+    args: Args,
+    rank_queries: int,
+    library_queries: int,
+) -> tuple[list[Row], list[str]]:
     """Rows for one corpus, and notes (tokenize, save/load, speed-ups)."""
     notes: list[str] = []
     start = time.perf_counter()
@@ -266,9 +284,13 @@ def run(args: Args) -> int:
     gen_s = time.perf_counter() - start
     notes.append(f"synthetic: generating the passages took {gen_s:.1f} s")
     r, n = bench_corpus(
-        "synthetic", texts, synth_queries, args,
-        args.rank_bm25_queries_synthetic, args.library_queries_synthetic,
-    )  # fmt: skip
+        "synthetic",
+        texts,
+        synth_queries,
+        args,
+        args.rank_bm25_queries_synthetic,
+        args.library_queries_synthetic,
+    )
     rows += r
     notes += n
     del texts

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from env.errors import CacheError, PageNotFound
 from env.pages import Page
+from env.paths import cache_root
 from env.sources.base import SearchHit
 
 
 def default_cache_root() -> Path:
-    """$WEBAGENT_CACHE/pages, else ~/.cache/webagent/pages."""
-    base = os.environ.get("WEBAGENT_CACHE") or Path.home() / ".cache" / "webagent"
-    return Path(base) / "pages"
+    """The page cache's default directory: `pages/` under the cache root."""
+    return cache_root() / "pages"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

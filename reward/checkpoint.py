@@ -8,6 +8,7 @@ deletes the old one, so a kill leaves a complete `last` or (between the two rena
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -47,3 +48,55 @@ def resume_state(target: str | Path, name: str = "state.pt") -> Path | None:
     """The resume file `name` in the last complete checkpoint `target`, or None to start over."""
     found = complete_dir(target)
     return found / name if found is not None and (found / name).exists() else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks: the data half of a run's fingerprint."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_fingerprint(stored: dict | None, current: dict, where: str | Path) -> None:
+    """Refuse to continue a checkpoint that a run with other data or settings wrote: resuming
+    it would silently mix two runs. The error names every setting that differs."""
+    if stored == current:
+        return
+    stored = stored or {}
+    diff = {
+        k: (stored.get(k), current.get(k))
+        for k in {**stored, **current}
+        if stored.get(k) != current.get(k)
+    }
+    raise ValueError(
+        f"{where} was written by a different run, with other settings ({diff}); "
+        "use another --out or delete it"
+    )
+
+
+def load_resume(target: str | Path, fingerprint: dict, name: str = "state.pt") -> dict | None:
+    """The state saved in the last complete checkpoint `target` (a torch file holding its run's
+    `fingerprint`), or None to start over; a checkpoint of another run is refused."""
+    import torch
+
+    path = resume_state(target, name)
+    if path is None:
+        return None
+    state = torch.load(path, weights_only=False)
+    check_fingerprint(state.get("fingerprint"), fingerprint, target)
+    return state
+
+
+def trainable_state(model) -> dict:
+    """The parameters being trained (LoRA adapters, a value head), on the CPU: what a resumable
+    checkpoint needs of a model whose frozen weights are reloaded from their source."""
+    return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def restore_trainable(model, saved: dict) -> None:
+    """Copy `trainable_state` output back into the model's parameters, in place."""
+    params = dict(model.named_parameters())
+    for k, v in saved.items():
+        params[k].data.copy_(v)

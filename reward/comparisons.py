@@ -49,9 +49,15 @@ class Comparison:
         return self.preference == 0.5
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "question": self.question, "answer_0": self.answer_0.to_dict(),
-                "answer_1": self.answer_1.to_dict(), "preference": self.preference,
-                "labeler": self.labeler, "meta": self.meta}  # fmt: skip
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer_0": self.answer_0.to_dict(),
+            "answer_1": self.answer_1.to_dict(),
+            "preference": self.preference,
+            "labeler": self.labeler,
+            "meta": self.meta,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Comparison:
@@ -89,8 +95,11 @@ def to_trl(c: Comparison) -> dict | None:
     if c.preference is None or c.is_tie:
         return None
     better, worse = (c.answer_0, c.answer_1) if c.preference > 0.5 else (c.answer_1, c.answer_0)
-    return {"chosen": reward_text(c.question, better), "rejected": reward_text(c.question, worse),
-            "margin": abs(2 * c.preference - 1)}  # fmt: skip
+    return {
+        "chosen": reward_text(c.question, better),
+        "rejected": reward_text(c.question, worse),
+        "margin": abs(2 * c.preference - 1),
+    }
 
 
 def _webgpt_quotes(quotes: dict | None) -> tuple[Quote, ...]:
@@ -105,8 +114,10 @@ def from_webgpt(row: dict) -> Comparison:
     try:
         question = row["question"]["full_text"]
         s0, s1 = float(row["score_0"]), float(row["score_1"])
-        answers = [Answer(str(row[f"answer_{i}"] or ""), _webgpt_quotes(row.get(f"quotes_{i}")))
-                   for i in (0, 1)]  # fmt: skip
+        answers = [
+            Answer(str(row[f"answer_{i}"] or ""), _webgpt_quotes(row.get(f"quotes_{i}")))
+            for i in (0, 1)
+        ]
     except (KeyError, TypeError, ValueError) as exc:
         raise ComparisonError(f"not a webgpt_comparisons row: {exc!r}") from exc
     pref = min(1.0, max(0.0, 0.5 + (s0 - s1) / 4))

@@ -144,8 +144,17 @@ def label(
                 counts["skipped"] += 1
             else:
                 seconds = round(time.monotonic() - start, 1)
-                append_jsonl(target, [{"id": c.id, "preference": CHOICES[key], "labeler": labeler,
-                                       "seconds": seconds}])  # fmt: skip
+                append_jsonl(
+                    target,
+                    [
+                        {
+                            "id": c.id,
+                            "preference": CHOICES[key],
+                            "labeler": labeler,
+                            "seconds": seconds,
+                        }
+                    ],
+                )
                 counts["labeled"] += 1
                 counts["tied"] += int(key == "t")
             counts["remaining"] -= 1

@@ -76,8 +76,10 @@ class RewardModel(torch.nn.Module):
             body = body.merge_and_unload()
         body.save_pretrained(directory / "body")
         tokenizer.save_pretrained(directory / "body")
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                  directory / "head.safetensors")  # fmt: skip
+        save_file(
+            {k: v.contiguous() for k, v in self.head.state_dict().items()},
+            directory / "head.safetensors",
+        )
         (directory / META).write_text(
             json.dumps({**meta, "pooling": self.pooling}, indent=2) + "\n"
         )
@@ -98,9 +100,17 @@ class RewardModel(torch.nn.Module):
         return model.eval(), prepare_tokenizer(tokenizer), meta
 
 
-def prepare_tokenizer(tokenizer):
+def pad_token_id(tokenizer) -> int:
+    """The id that pads a training batch: the tokenizer's pad token, set to its eos (else unk)
+    when it has none. Padded positions are masked out, so which token it is never matters."""
     if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token else tokenizer.unk_token
+    return tokenizer.pad_token_id
+
+
+def prepare_tokenizer(tokenizer):
+    """A reward-model tokenizer: a pad token, and right padding (`last_positions` reads either)."""
+    pad_token_id(tokenizer)
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -108,8 +118,9 @@ def prepare_tokenizer(tokenizer):
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     """Right-padded batch. Overlong texts keep their end (the answer is last in the layout)."""
     tokenizer.truncation_side = "left"
-    return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                     return_tensors="pt")  # fmt: skip
+    return tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
 
 
 class RewardScorer:

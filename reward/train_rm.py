@@ -16,7 +16,6 @@ One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -28,7 +27,7 @@ from typing import Annotated
 import torch
 import tyro
 
-from reward.checkpoint import resume_state, write_dir
+from reward.checkpoint import file_sha256, load_resume, write_dir
 from reward.comparisons import Comparison, read_comparisons
 from reward.label import labels_path, merged
 from reward.model import RewardModel, encode, prepare_tokenizer
@@ -43,18 +42,25 @@ class Args:
     """JSON lines of comparisons with a preference (unlabeled and skipped ones are ignored); a
     person's labels beside it (FILE.labels.jsonl from `webagent label`) take precedence."""
     out: str = "runs/rm/model"
+    """Output directory: the trained reward model; OUT/last holds the resume state."""
     model: str = "gemma3-270m"
     """Body: a HF model directory (`webagent train rm` also accepts webagent's model names)."""
     lora: bool = False
     """Train LoRA adapters on the body (merged into it when saved) instead of every weight."""
     lora_r: int = 16
+    """LoRA rank with --lora (its alpha is twice the rank)."""
     epochs: int = 2
+    """Passes over the training comparisons."""
     batch_size: int = 8
     """Comparisons per optimizer step (2 x this many texts)."""
     learning_rate: float = 3e-5
+    """Peak AdamW learning rate (linear warmup, then cosine decay to 0)."""
     warmup_steps: int = 10
+    """Optimizer steps of linear warmup to the peak learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     max_grad_norm: float = 1.0
+    """Gradient norm clip per optimizer step."""
     max_length: int = 384
     """Tokens per reward text (the quotes are capped first; the answer is never cut)."""
     val_fraction: float = 0.15
@@ -67,11 +73,9 @@ class Args:
     validation alike): many questions with a few pairs each teach judging unseen questions,
     where a few questions with many pairs teach their answers."""
     seed: int = 0
+    """Seeds the held-out questions, the per-question choice, the data order and the head."""
     debug: bool = False
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Show tracebacks."""
 
 
 def pair_texts(chunk: list[Comparison]) -> list[str]:
@@ -132,10 +136,14 @@ def agreement(items: list[Comparison], r0: list[float], r1: list[float]) -> dict
     return {
         "n": len(rows),
         "accuracy": acc(lambda c, a, b: _pick(a, b)),
-        "longer_answer_accuracy": acc(lambda c, a, b: _pick(len(c.answer_0.text), len(c.answer_1.text))),
-        "more_quotes_accuracy": acc(lambda c, a, b: _pick(len(c.answer_0.quotes), len(c.answer_1.quotes))),
+        "longer_answer_accuracy": acc(
+            lambda c, a, b: _pick(len(c.answer_0.text), len(c.answer_1.text))
+        ),
+        "more_quotes_accuracy": acc(
+            lambda c, a, b: _pick(len(c.answer_0.quotes), len(c.answer_1.quotes))
+        ),
         "reward_length_correlation": pearson(rewards, lengths),
-    }  # fmt: skip
+    }
 
 
 def pearson(xs: list[float], ys: list[float]) -> float:
@@ -182,8 +190,9 @@ def main(args: Args) -> dict:
     items = [c for c in labeled if c.preference is not None]
     if not items:
         raise ValueError(f"{args.comparisons} holds no labeled comparisons")
-    items = cap_per_question(items if args.ties else [c for c in items if not c.is_tie],
-                             args.per_question, args.seed)  # fmt: skip
+    items = cap_per_question(
+        items if args.ties else [c for c in items if not c.is_tie], args.per_question, args.seed
+    )
     if not items:
         raise ValueError(f"{args.comparisons} holds no comparison with a preference")
     train, val = split_by_question(items, args.val_fraction, args.seed)
@@ -192,8 +201,10 @@ def main(args: Args) -> dict:
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
-        model.body = get_peft_model(model.body, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r,
-                                                           target_modules="all-linear"))  # fmt: skip
+        model.body = get_peft_model(
+            model.body,
+            LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear"),
+        )
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
@@ -206,16 +217,19 @@ def main(args: Args) -> dict:
         progress = (step - args.warmup_steps) / max(1, total - args.warmup_steps)
         return args.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    fingerprint = {"data_sha256": file_sha256(args.comparisons), "model": args.model,
-                   "lora": args.lora, "epochs": args.epochs, "batch_size": args.batch_size,
-                   "learning_rate": args.learning_rate, "seed": args.seed, "ties": args.ties,
-                   "per_question": args.per_question}  # fmt: skip
+    fingerprint = {
+        "data_sha256": file_sha256(args.comparisons),
+        "model": args.model,
+        "lora": args.lora,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "ties": args.ties,
+        "per_question": args.per_question,
+    }
     start_epoch, history = 0, []
-    state_path = resume_state(out / "last")
-    if state_path is not None:
-        state = torch.load(state_path, weights_only=False)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"{out / 'last'} was written by a different run; use another --out")
+    if (state := load_resume(out / "last", fingerprint)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
@@ -252,15 +266,28 @@ def main(args: Args) -> dict:
             {"epoch": epoch + 1, "train_loss": sum(losses) / max(1, len(losses)), **metrics}
         )
         print(json.dumps(history[-1]))
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                 "history": history, "fingerprint": fingerprint, "rng": torch.get_rng_state()}  # fmt: skip
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "history": history,
+            "fingerprint": fingerprint,
+            "rng": torch.get_rng_state(),
+        }
         write_dir(out / "last", lambda tmp, state=state: torch.save(state, tmp / "state.pt"))
 
     final = history[-1] if history else {}
-    meta = {"base_model": args.model, "max_length": args.max_length, "data": args.comparisons,
-            "data_sha256": fingerprint["data_sha256"], "comparisons": {"train": len(train), "val": len(val)},
-            "validation": {k: v for k, v in final.items() if k not in ("epoch", "train_loss")},
-            "history": history, "args": asdict(args), "seconds_this_session": round(time.time() - t0, 1)}  # fmt: skip
+    meta = {
+        "base_model": args.model,
+        "max_length": args.max_length,
+        "data": args.comparisons,
+        "data_sha256": fingerprint["data_sha256"],
+        "comparisons": {"train": len(train), "val": len(val)},
+        "validation": {k: v for k, v in final.items() if k not in ("epoch", "train_loss")},
+        "history": history,
+        "args": asdict(args),
+        "seconds_this_session": round(time.time() - t0, 1),
+    }
     model.save(out, tokenizer, meta)
     print(f"saved reward model -> {out}")
     return meta

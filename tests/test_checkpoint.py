@@ -1,10 +1,21 @@
 """Checkpoint directories: a kill at any point leaves one complete checkpoint to resume from."""
 
+import hashlib
 import os
 
 import pytest
+import torch
 
-from reward.checkpoint import complete_dir, resume_state, write_dir
+from reward.checkpoint import (
+    check_fingerprint,
+    complete_dir,
+    file_sha256,
+    load_resume,
+    restore_trainable,
+    resume_state,
+    trainable_state,
+    write_dir,
+)
 
 
 def test_write_dir_swaps_in_whole_directories(tmp_path):
@@ -41,3 +52,38 @@ def test_resume_state_finds_the_file_only_in_a_complete_checkpoint(tmp_path):
     write_dir(last, lambda d: (d / "state.pt").write_text("2"))
     os.replace(last, tmp_path / "last.old")
     assert resume_state(last) == last / "state.pt" and (last / "state.pt").read_text() == "2"
+
+
+def test_file_sha256_matches_hashlib_across_block_boundaries(tmp_path):
+    data = os.urandom((1 << 20) + 17)  # more than one 1 MiB block
+    (tmp_path / "data.jsonl").write_bytes(data)
+    assert file_sha256(tmp_path / "data.jsonl") == hashlib.sha256(data).hexdigest()
+
+
+def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path):
+    check_fingerprint({"seed": 0, "lr": 1e-4}, {"seed": 0, "lr": 1e-4}, "last")
+    with pytest.raises(ValueError, match=r"different run.*'lr': \(0.0001, 0.001\)"):
+        check_fingerprint({"seed": 0, "lr": 1e-4}, {"seed": 0, "lr": 1e-3}, "last")
+    with pytest.raises(ValueError, match=r"'world': \(None, 2\)"):
+        check_fingerprint(None, {"world": 2}, "last")
+    last = tmp_path / "last"
+    assert load_resume(last, {"seed": 0}) is None
+    write_dir(last, lambda d: torch.save({"fingerprint": {"seed": 0}, "step": 3}, d / "state.pt"))
+    assert load_resume(last, {"seed": 0})["step"] == 3
+    with pytest.raises(ValueError, match="different run"):
+        load_resume(last, {"seed": 1})
+
+
+def test_trainable_state_round_trips_only_the_trained_parameters():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)
+    saved = trainable_state(model)
+    assert sorted(saved) == ["1.bias", "1.weight"]
+    frozen = model[0].weight.detach().clone()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    restore_trainable(model, saved)
+    assert torch.equal(model[1].weight, saved["1.weight"])
+    assert torch.equal(model[0].weight, frozen + 1.0), "frozen weights are not touched"

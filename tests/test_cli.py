@@ -39,8 +39,20 @@ def run(args, env, **kw):
 
 def test_ask_json_schema(tiny_dir, cli_env, wiki, tmp_path):
     record_file = tmp_path / "eps.jsonl"
-    out = run(["ask", "Which river flows through Baghdad?", "--model", str(tiny_dir), "--json",
-               "--max-actions", "2", "--record", str(record_file)], cli_env)  # fmt: skip
+    out = run(
+        [
+            "ask",
+            "Which river flows through Baghdad?",
+            "--model",
+            str(tiny_dir),
+            "--json",
+            "--max-actions",
+            "2",
+            "--record",
+            str(record_file),
+        ],
+        cli_env,
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)  # stdout holds exactly one JSON object
     assert set(data) == {"question", "answer", "references", "actions"}
@@ -70,8 +82,14 @@ def test_bad_input_gives_one_clear_line(args, message, cli_env):
 
 def _drive(cli_env, tiny_dir, save_to: Path) -> None:
     """Record a human demonstration through the REPL's :drive mode in a real terminal."""
-    child = pexpect.spawn(WEBAGENT, ["repl", "--model", str(tiny_dir)], env=cli_env,
-                          encoding="utf-8", timeout=120, dimensions=(50, 200))  # fmt: skip
+    child = pexpect.spawn(
+        WEBAGENT,
+        ["repl", "--model", str(tiny_dir)],
+        env=cli_env,
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 200),
+    )
     child.expect(r"\? ")
     child.sendline(":help")
     child.expect(":drive")
@@ -148,8 +166,13 @@ def test_replay_reports_corrupt_record_line(cli_env, tmp_path):
 
 
 def test_repl_answers_a_question_with_the_model(cli_env, tiny_dir):
-    child = pexpect.spawn(WEBAGENT, ["repl", "--model", str(tiny_dir), "--max-actions", "2"],
-                          env=cli_env, encoding="utf-8", timeout=180)  # fmt: skip
+    child = pexpect.spawn(
+        WEBAGENT,
+        ["repl", "--model", str(tiny_dir), "--max-actions", "2"],
+        env=cli_env,
+        encoding="utf-8",
+        timeout=180,
+    )
     child.expect(r"\? ")
     child.sendline("Who was Ray Charles?")
     child.expect("loading")

@@ -91,9 +91,19 @@ def test_sample_is_always_valid():
 
 def test_describe_mentions_every_command():
     text = c.describe()
-    for keyword in ["Search", "Clicked on link", "Find in page:", "Quote:", "Scrolled down",
-                    "Scrolled up", "Top", "Back", "End: Answer", "End: Nonsense",
-                    "End: Controversial"]:  # fmt: skip
+    for keyword in [
+        "Search",
+        "Clicked on link",
+        "Find in page:",
+        "Quote:",
+        "Scrolled down",
+        "Scrolled up",
+        "Top",
+        "Back",
+        "End: Answer",
+        "End: Nonsense",
+        "End: Controversial",
+    ]:
         assert keyword in text
 
 

@@ -24,12 +24,26 @@ QUESTIONS = [
         "Mount Aconcagua, the highest peak in the Western Hemisphere, stands in which country?",
         "Argentina",
         ("Argentina", "Argentine Republic"),
-    ),  # fmt: skip
+    ),
     Question("m3", "Which river flows through Baghdad?", "Tigris", ("Tigris", "Tigris River")),
     Question(
         "m4", "What is the name of the fictional zzyzx quux?", "Blorft", ("Blorft",)
     ),  # not in the corpus
 ]
+
+
+def write_questions(path: Path, questions) -> Path:
+    """A question file in our JSONL layout (what `eval`, `demos`, `compare` and PPO read)."""
+    rows = [
+        {
+            "question_id": q.id,
+            "question": q.question,
+            "answer": {"value": q.answer, "aliases": list(q.aliases)},
+        }
+        for q in questions
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def test_queries_come_from_the_question():
@@ -87,10 +101,7 @@ def test_prompt_completion_export(wiki):
 
 
 def test_demos_cli_resumes_and_exports(tmp_path, index_dir):
-    data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
-                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
-                            for q in QUESTIONS))  # fmt: skip
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS)
     out, pc = tmp_path / "demos.jsonl", tmp_path / "pc.jsonl"
     cmd = [
         str(Path(sys.executable).with_name("webagent")),

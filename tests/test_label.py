@@ -18,24 +18,37 @@ WEBAGENT = str(Path(sys.executable).with_name("webagent"))
 @pytest.fixture
 def comparisons_file(tmp_path) -> Path:
     path = tmp_path / "comparisons.jsonl"
-    write_comparisons(path, [
-        Comparison("Which river flows through Baghdad?",
-                   Answer("The Tigris flows through Baghdad [1].",
-                          (Quote("Baghdad", "located on the banks of the Tigris"),)),
-                   Answer("The Nile, I believe.")),
-        Comparison("Who wrote Hamlet?",
-                   Answer("William Shakespeare [1].", (Quote("Hamlet", "a tragedy by Shakespeare"),)),
-                   Answer("Shakespeare wrote it [1].", (Quote("Hamlet", "written around 1600"),))),
-        Comparison("What is the capital of France?",
-                   Answer("Paris."), Answer("Lyon [1].", (Quote("Lyon", "a city in France"),))),
-    ])  # fmt: skip
+    write_comparisons(
+        path,
+        [
+            Comparison(
+                "Which river flows through Baghdad?",
+                Answer(
+                    "The Tigris flows through Baghdad [1].",
+                    (Quote("Baghdad", "located on the banks of the Tigris"),),
+                ),
+                Answer("The Nile, I believe."),
+            ),
+            Comparison(
+                "Who wrote Hamlet?",
+                Answer("William Shakespeare [1].", (Quote("Hamlet", "a tragedy by Shakespeare"),)),
+                Answer("Shakespeare wrote it [1].", (Quote("Hamlet", "written around 1600"),)),
+            ),
+            Comparison(
+                "What is the capital of France?",
+                Answer("Paris."),
+                Answer("Lyon [1].", (Quote("Lyon", "a city in France"),)),
+            ),
+        ],
+    )
     return path
 
 
 def spawn(path: Path) -> pexpect.spawn:
     env = {**os.environ, "TERM": "dumb", "COLUMNS": "120", "HF_HUB_OFFLINE": "1"}
-    return pexpect.spawn(WEBAGENT, ["label", str(path)], env=env, encoding="utf-8",
-                         timeout=20, dimensions=(50, 120))  # fmt: skip
+    return pexpect.spawn(
+        WEBAGENT, ["label", str(path)], env=env, encoding="utf-8", timeout=20, dimensions=(50, 120)
+    )
 
 
 def finish(child: pexpect.spawn) -> None:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from webagent.datasets import DatasetError, load_questions
-from webagent.metrics import citation_valid, contains, exact_match, f1, normalize, supported
+from webagent.metrics import citation_valid, contains, exact_match, f1, normalize_answer, supported
 
 ALIASES = ["The Tigris", "Tigris River", "Dicle"]
 
@@ -23,8 +23,8 @@ ALIASES = ["The Tigris", "Tigris River", "Dicle"]
         ("", ""),
     ],
 )
-def test_normalize(text, expected):
-    assert normalize(text) == expected
+def test_normalize_answer(text, expected):
+    assert normalize_answer(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -87,8 +87,16 @@ def test_our_jsonl_layout(tmp_path):
 
 def test_official_triviaqa_layout(tmp_path):
     p = tmp_path / "web-dev.json"
-    data = {"Data": [{"Question": "Q1?", "QuestionId": "tc_1", "Answer": {"Value": "V", "Aliases": ["V", "W"], "NormalizedAliases": ["v", "w"]}}],
-            "Version": 1.0}  # fmt: skip
+    data = {
+        "Data": [
+            {
+                "Question": "Q1?",
+                "QuestionId": "tc_1",
+                "Answer": {"Value": "V", "Aliases": ["V", "W"], "NormalizedAliases": ["v", "w"]},
+            }
+        ],
+        "Version": 1.0,
+    }
     p.write_text(json.dumps(data, indent=1))
     (q,) = load_questions(p)
     assert (q.id, q.aliases) == ("tc_1", ("V", "W"))
@@ -165,3 +173,11 @@ def test_unicode_line_separators_inside_a_question_are_text(tmp_path):
     p.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
     (q,) = load_questions(p)
     assert q.question == row["question"]
+
+
+def test_holds_alias_matches_whole_normalised_words():
+    from webagent.metrics import holds_alias
+
+    assert holds_alias("It flows through Baghdad.", ["baghdad", ""])
+    assert not holds_alias("Baghdadi food", ["Baghdad"]) and not holds_alias(None, ["x"])
+    assert not holds_alias("anything", ["", "The"]), "an alias that normalises to nothing"

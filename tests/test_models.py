@@ -157,11 +157,11 @@ def _write_tiny_gguf(path: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerF
 def test_known_models_and_cache_dir(tmp_path, monkeypatch):
     assert M.DEFAULT_MODEL == "gemma3-270m"
     assert set(M.KNOWN_MODELS) >= {"gemma3-270m", "smollm2-135m"}
-    assert M.cache_dir() == tmp_path / "cache"
+    assert M.cache_root() == tmp_path / "cache"
     r = M.resolve("smollm2-135m")
     assert r.kind == "known" and r.cache_path == tmp_path / "cache" / "models" / "smollm2-135m"
     monkeypatch.delenv("WEBAGENT_CACHE")
-    assert M.cache_dir() == Path.home() / ".cache" / "webagent"
+    assert M.cache_root() == Path.home() / ".cache" / "webagent"
 
 
 @pytest.mark.parametrize("spec", ["no-such-model", "./missing/model.gguf", "missing-org/missing"])
@@ -227,7 +227,7 @@ def test_gguf_prepare_cache_and_load(tmp_path, monkeypatch):
     ref_model, ref_tok = _write_tiny_gguf(path)
     assert not M.is_prepared(str(path))
     directory = M.prepare(str(path))
-    assert directory.parent == M.cache_dir() / "models" and (directory / M._MARKER).is_file()
+    assert directory.parent == M.cache_root() / "models" and (directory / M._MARKER).is_file()
     assert M.is_prepared(str(path))
     info = M.cache_info(str(path))
     assert info["verified"]["max_abs_logit_diff"] == 0.0 and info["model_type"] == "llama"
@@ -326,7 +326,7 @@ def test_checkpoint_base_plus_lora(tiny_dir, tmp_path):
 )
 def test_smollm2_real_weights():
     directory = M.prepare("smollm2-135m")
-    assert directory == M.cache_dir() / "models" / "smollm2-135m"
+    assert directory == M.cache_root() / "models" / "smollm2-135m"
     lm = M.load("smollm2-135m")
     tok, model = lm.tokenizer, lm.model
     assert lm.has_chat_template and "<|im_start|>" in tok.apply_chat_template(

@@ -112,8 +112,12 @@ def test_cache_round_trip_raw_bytes_and_tampering(tmp_path):
 
 
 def _record(i: int) -> EpisodeRecord:
-    return EpisodeRecord(id=f"r{i}", question=f"q{i}", source="wiki",
-                         steps=[Step(observation="o", action="Top", logprobs=[-0.5, -1.0], token_ids=[1, 2])])  # fmt: skip
+    return EpisodeRecord(
+        id=f"r{i}",
+        question=f"q{i}",
+        source="wiki",
+        steps=[Step(observation="o", action="Top", logprobs=[-0.5, -1.0], token_ids=[1, 2])],
+    )
 
 
 def test_records_survive_a_crash_mid_write(tmp_path):

@@ -48,17 +48,36 @@ BIN = Path(sys.executable).parent
 # in the dataset card: question.{dataset,id,full_text}, quotes_i.{title,extract} lists, answer_i,
 # tokens_i, score_i in [-1, 1] with score_1 = -score_0).
 WEBGPT_ROWS = [
-    {"question": {"dataset": "eli5", "id": "q1", "full_text": "Why is the sky blue?"},
-     "quotes_0": {"title": ["Rayleigh scattering - Wikipedia"], "extract": ["Rayleigh scattering ... shorter wavelengths"]},
-     "answer_0": "Because of Rayleigh scattering [1].", "tokens_0": [], "score_0": 1.0,
-     "quotes_1": {"title": [], "extract": []}, "answer_1": "It reflects the ocean.", "tokens_1": [],
-     "score_1": -1.0},
-    {"question": {"dataset": "triviaqa", "id": "q2", "full_text": "Which river flows through Baghdad?"},
-     "quotes_0": {"title": ["Tigris"], "extract": ["The Tigris flows through Baghdad."]},
-     "answer_0": "Tigris [1]", "tokens_0": [], "score_0": 0.0,
-     "quotes_1": {"title": ["Baghdad"], "extract": ["Baghdad lies on the Tigris."]},
-     "answer_1": "The Tigris [1]", "tokens_1": [], "score_1": 0.0},
-]  # fmt: skip
+    {
+        "question": {"dataset": "eli5", "id": "q1", "full_text": "Why is the sky blue?"},
+        "quotes_0": {
+            "title": ["Rayleigh scattering - Wikipedia"],
+            "extract": ["Rayleigh scattering ... shorter wavelengths"],
+        },
+        "answer_0": "Because of Rayleigh scattering [1].",
+        "tokens_0": [],
+        "score_0": 1.0,
+        "quotes_1": {"title": [], "extract": []},
+        "answer_1": "It reflects the ocean.",
+        "tokens_1": [],
+        "score_1": -1.0,
+    },
+    {
+        "question": {
+            "dataset": "triviaqa",
+            "id": "q2",
+            "full_text": "Which river flows through Baghdad?",
+        },
+        "quotes_0": {"title": ["Tigris"], "extract": ["The Tigris flows through Baghdad."]},
+        "answer_0": "Tigris [1]",
+        "tokens_0": [],
+        "score_0": 0.0,
+        "quotes_1": {"title": ["Baghdad"], "extract": ["Baghdad lies on the Tigris."]},
+        "answer_1": "The Tigris [1]",
+        "tokens_1": [],
+        "score_1": 0.0,
+    },
+]
 
 
 def answer(text: str, *extracts: str) -> Answer:
@@ -119,8 +138,13 @@ def test_reward_text_is_one_layout():
 
 def test_gold_judge_ranks_supported_over_unsupported_over_wrong():
     def rec(ans, extract):
-        return EpisodeRecord("e" + ans, "Which river flows through Baghdad?", "wiki",
-                             quotes=[SavedQuote(1, "T", "u", extract)], answer=ans)  # fmt: skip
+        return EpisodeRecord(
+            "e" + ans,
+            "Which river flows through Baghdad?",
+            "wiki",
+            quotes=[SavedQuote(1, "T", "u", extract)],
+            answer=ans,
+        )
 
     aliases = ("Tigris",)
     good, unsupported, wrong = (
@@ -146,11 +170,19 @@ def test_demonstrations_join_the_samples_and_repair_rewrites_the_pairs(tmp_path)
     q = Question("q1", "Which river flows through Baghdad?", "Tigris", ("Tigris",))
 
     def rec(i, ans, extract, meta):
-        return EpisodeRecord(f"e{i}", q.question, "wiki", quotes=[SavedQuote(1, "T", "u", extract)],
-                             answer=ans, meta=meta)  # fmt: skip
+        return EpisodeRecord(
+            f"e{i}",
+            q.question,
+            "wiki",
+            quotes=[SavedQuote(1, "T", "u", extract)],
+            answer=ans,
+            meta=meta,
+        )
 
-    samples = [rec(i, a, "A river.", {"question_id": "q1", "sample": i})
-               for i, a in enumerate(["Nile", "Danube", "Nile"])]  # fmt: skip
+    samples = [
+        rec(i, a, "A river.", {"question_id": "q1", "sample": i})
+        for i, a in enumerate(["Nile", "Danube", "Nile"])
+    ]
     out = tmp_path / "c.jsonl"
     append_jsonl(episodes_path(out), samples)
     assert {c.preference for c in pairs(q, samples)} == {0.5}
@@ -166,11 +198,24 @@ def test_demonstrations_join_the_samples_and_repair_rewrites_the_pairs(tmp_path)
     assert len(with_demo) == 3 and all(c.preference == 0.0 for c in with_demo)
     assert all(c.preference == 0.5 for c in comps if c not in with_demo)
     data = tmp_path / "q.jsonl"
-    data.write_text(json.dumps({"question_id": "q1", "question": q.question,
-                                "answer": {"value": "Tigris", "aliases": ["Tigris"]}}) + "\n")  # fmt: skip
+    data.write_text(
+        json.dumps(
+            {
+                "question_id": "q1",
+                "question": q.question,
+                "answer": {"value": "Tigris", "aliases": ["Tigris"]},
+            }
+        )
+        + "\n"
+    )
     env = {**os.environ, "WEBAGENT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    cli = subprocess.run([str(BIN / "webagent"), "compare", str(data), "--out", str(out), "--repair"],
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    cli = subprocess.run(
+        [str(BIN / "webagent"), "compare", str(data), "--out", str(out), "--repair"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert {c.preference for c in read_comparisons(out)} == {0.5}, "without --demos: ties only"
     # --demos-when none-right: the demonstration joins only questions no sample got right
@@ -202,8 +247,16 @@ def synthetic(n: int) -> list[Comparison]:
 def test_reward_model_learns_and_resumes(tiny_body, tmp_path):
     data = tmp_path / "comparisons.jsonl"
     write_comparisons(data, synthetic(48))
-    args = Args(comparisons=str(data), out=str(tmp_path / "rm"), model=str(tiny_body), epochs=6,
-                batch_size=8, learning_rate=3e-3, warmup_steps=2, val_fraction=0.25)  # fmt: skip
+    args = Args(
+        comparisons=str(data),
+        out=str(tmp_path / "rm"),
+        model=str(tiny_body),
+        epochs=6,
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        val_fraction=0.25,
+    )
     meta = train_rm(args)
     val = meta["validation"]
     assert val["n"] >= 8 and val["accuracy"] >= 0.9, meta["history"]
@@ -211,16 +264,41 @@ def test_reward_model_learns_and_resumes(tiny_body, tmp_path):
         val
     )
     scorer = RewardScorer(tmp_path / "rm")
-    good, bad = scorer.score("Which river flows through Baghdad? (99)",
-                             [answer("Tigris [1]", "The Tigris flows through Baghdad."),
-                              answer("Nile [1]", "The Nile flows through Cairo.")])  # fmt: skip
+    good, bad = scorer.score(
+        "Which river flows through Baghdad? (99)",
+        [
+            answer("Tigris [1]", "The Tigris flows through Baghdad."),
+            answer("Nile [1]", "The Nile flows through Cairo."),
+        ],
+    )
     assert good > bad
     assert json.loads((tmp_path / "rm" / "reward.json").read_text())["pooling"] == "last"
     # a rerun with the same --out resumes after the last finished epoch (here: all of them)
-    again = subprocess.run([str(BIN / "webagent"), "train", "rm", str(data), "--out", str(tmp_path / "rm"),
-                            "--model", str(tiny_body), "--epochs", "6", "--batch-size", "8",
-                            "--learning-rate", "3e-3", "--warmup-steps", "2", "--val-fraction", "0.25"],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    again = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "train",
+            "rm",
+            str(data),
+            "--out",
+            str(tmp_path / "rm"),
+            "--model",
+            str(tiny_body),
+            "--epochs",
+            "6",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "3e-3",
+            "--warmup-steps",
+            "2",
+            "--val-fraction",
+            "0.25",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from" in again.stdout and "after epoch 6/6" in again.stdout
 
@@ -242,14 +320,29 @@ def test_no_ties_trains_only_on_preferences(tiny_body, tmp_path):
     data = tmp_path / "comparisons.jsonl"
     ties = [Comparison(f"Tie {i}?", answer("x"), answer("y"), 0.5, "gold") for i in range(6)]
     write_comparisons(data, synthetic(8)[:-1] + ties)
-    args = Args(comparisons=str(data), out=str(tmp_path / "rm"), model=str(tiny_body), epochs=1,
-                batch_size=4, warmup_steps=1, val_fraction=0.25, ties=False, per_question=1)  # fmt: skip
+    args = Args(
+        comparisons=str(data),
+        out=str(tmp_path / "rm"),
+        model=str(tiny_body),
+        epochs=1,
+        batch_size=4,
+        warmup_steps=1,
+        val_fraction=0.25,
+        ties=False,
+        per_question=1,
+    )
     meta = train_rm(args)
     assert meta["comparisons"]["train"] + meta["comparisons"]["val"] == 8, meta["comparisons"]
     write_comparisons(tmp_path / "ties.jsonl", ties)
     with pytest.raises(ValueError, match="no comparison with a preference"):
-        train_rm(Args(comparisons=str(tmp_path / "ties.jsonl"), out=str(tmp_path / "rm2"),
-                      model=str(tiny_body), ties=False))  # fmt: skip
+        train_rm(
+            Args(
+                comparisons=str(tmp_path / "ties.jsonl"),
+                out=str(tmp_path / "rm2"),
+                model=str(tiny_body),
+                ties=False,
+            )
+        )
 
 
 def test_agreement_counts_baselines_and_skips_ties():
@@ -321,17 +414,31 @@ def test_best_of_curve_counts_questions_won_and_lost_against_best_of_1():
 def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):
     """The episodes are appended before the comparisons: a kill in between leaves a question
     done but unpaired. The next run pairs it, once, and loses or repeats nothing."""
-    qs = [Question("q1", "Which river flows through Baghdad?", "Tigris", ("Tigris",)),
-          Question("q2", "Who painted the Mona Lisa?", "Leonardo", ("Leonardo",)),
-          Question("q3", "Capital of France?", "Paris", ("Paris",))]  # fmt: skip
+    qs = [
+        Question("q1", "Which river flows through Baghdad?", "Tigris", ("Tigris",)),
+        Question("q2", "Who painted the Mona Lisa?", "Leonardo", ("Leonardo",)),
+        Question("q3", "Capital of France?", "Paris", ("Paris",)),
+    ]
 
     def recs(q, answers):
-        return [EpisodeRecord(f"{q.id}-{i}", q.question, "wiki", quotes=[SavedQuote(1, "T", "u", "x")],
-                              answer=a, meta={"question_id": q.id, "sample": i})
-                for i, a in enumerate(answers)]  # fmt: skip
+        return [
+            EpisodeRecord(
+                f"{q.id}-{i}",
+                q.question,
+                "wiki",
+                quotes=[SavedQuote(1, "T", "u", "x")],
+                answer=a,
+                meta={"question_id": q.id, "sample": i},
+            )
+            for i, a in enumerate(answers)
+        ]
 
     out = tmp_path / "c.jsonl"
-    r1, r2, r3 = recs(qs[0], ["Tigris", "Nile"]), recs(qs[1], ["Leonardo", "Raphael", "Titian"]), recs(qs[2], ["Paris", "Paris"])  # fmt: skip
+    r1, r2, r3 = (
+        recs(qs[0], ["Tigris", "Nile"]),
+        recs(qs[1], ["Leonardo", "Raphael", "Titian"]),
+        recs(qs[2], ["Paris", "Paris"]),
+    )
     assert record_question(out, qs[0], r1, "gold") == 1
     append_jsonl(episodes_path(out), r2[::-1])  # killed here, before q2's comparisons
     append_jsonl(episodes_path(out), r3)  # q3's answers agree: no comparisons to write
@@ -346,12 +453,36 @@ def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):
 
 def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_path, wiki):
     data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question_id": f"q{i}", "question": q, "answer": {"value": a, "aliases": [a]}}) + "\n"
-                            for i, (q, a) in enumerate([("Which river flows through Baghdad?", "Tigris"),
-                                                        ("Who painted the Mona Lisa?", "Leonardo da Vinci")])))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"question_id": f"q{i}", "question": q, "answer": {"value": a, "aliases": [a]}}
+            )
+            + "\n"
+            for i, (q, a) in enumerate(
+                [
+                    ("Which river flows through Baghdad?", "Tigris"),
+                    ("Who painted the Mona Lisa?", "Leonardo da Vinci"),
+                ]
+            )
+        )
+    )
     out = tmp_path / "comparisons.jsonl"
-    cmd = [str(BIN / "webagent"), "compare", str(data), "--model", str(tiny_body), "--examples", "1",
-           "--samples", "3", "--max-actions", "3", "--out", str(out)]  # fmt: skip
+    cmd = [
+        str(BIN / "webagent"),
+        "compare",
+        str(data),
+        "--model",
+        str(tiny_body),
+        "--examples",
+        "1",
+        "--samples",
+        "3",
+        "--max-actions",
+        "3",
+        "--out",
+        str(out),
+    ]
     first = subprocess.run(
         [*cmd, "--limit", "1"], env=cli_env, capture_output=True, text=True, timeout=600
     )
@@ -371,9 +502,31 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
         assert c.preference == gold_preference(gold_rank(a, aliases), gold_rank(b, aliases))
 
     run = tmp_path / "eval"
-    ev = subprocess.run([str(BIN / "webagent"), "eval", str(data), "--model", str(tiny_body), "--examples", "1",
-                         "--max-actions", "3", "--best-of", "3", "--rm", str(tiny_rm), "--temperature", "1.0",
-                         "--out", str(run)], env=cli_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    ev = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "eval",
+            str(data),
+            "--model",
+            str(tiny_body),
+            "--examples",
+            "1",
+            "--max-actions",
+            "3",
+            "--best-of",
+            "3",
+            "--rm",
+            str(tiny_rm),
+            "--temperature",
+            "1.0",
+            "--out",
+            str(run),
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ev.returncode == 0, ev.stderr[-2000:]
     rows = list(read_jsonl(run / "results.jsonl"))
     assert len(rows) == 2
@@ -396,13 +549,37 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     assert [c["score"] for r in again for c in r["candidates"]] == pytest.approx(flat, abs=1e-4)
     with pytest.raises(ValueError, match="episodes"):
         rescore([{**rows[0], "candidates": [{"score": 0.0, "em": 0.0}]}], scorer)
-    no_rm = subprocess.run([str(BIN / "webagent"), "eval", str(data), "--best-of", "2", "--out", str(tmp_path / "x")],
-                           env=cli_env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    no_rm = subprocess.run(
+        [str(BIN / "webagent"), "eval", str(data), "--best-of", "2", "--out", str(tmp_path / "x")],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert no_rm.returncode == 1 and "--rm" in no_rm.stderr
 
-    ask = subprocess.run([str(BIN / "webagent"), "ask", "Which river flows through Baghdad?", "--model", str(tiny_body),
-                          "--examples", "1", "--max-actions", "3", "--best-of", "2", "--rm", str(tiny_rm), "--json"],
-                         env=cli_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    ask = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "ask",
+            "Which river flows through Baghdad?",
+            "--model",
+            str(tiny_body),
+            "--examples",
+            "1",
+            "--max-actions",
+            "3",
+            "--best-of",
+            "2",
+            "--rm",
+            str(tiny_rm),
+            "--json",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ask.returncode == 0, ask.stderr[-2000:]
     obj = json.loads(ask.stdout)
     assert len(obj["candidates"]) == 2 and obj["best"] == pick(
@@ -413,7 +590,7 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
 def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wiki):
     """`--answers-from` samples only answers, each on one of the question's recorded browses in
     turn, pairs them like whole episodes, and a rerun samples nothing again."""
-    from test_demos import QUESTIONS
+    from test_demos import QUESTIONS, write_questions
 
     from env.browser import BrowserEnv, EnvConfig
     from env.limits import BrowseLimits
@@ -422,13 +599,25 @@ def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wik
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
     browses = tmp_path / "browses.jsonl"
     append_jsonl(browses, [r for _, r in generate(QUESTIONS[:2], make_env) if r])
-    data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
-                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
-                            for q in QUESTIONS[:3]))  # fmt: skip
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:3])
     out = tmp_path / "answers.jsonl"
-    cmd = [str(BIN / "webagent"), "compare", str(data), "--model", str(tiny_body), "--examples", "0",
-           "--samples", "3", "--temperature", "1.0", "--answers-from", str(browses), "--out", str(out)]  # fmt: skip
+    cmd = [
+        str(BIN / "webagent"),
+        "compare",
+        str(data),
+        "--model",
+        str(tiny_body),
+        "--examples",
+        "0",
+        "--samples",
+        "3",
+        "--temperature",
+        "1.0",
+        "--answers-from",
+        str(browses),
+        "--out",
+        str(out),
+    ]
     run = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     source = {r.meta["question_id"]: r for r in map(EpisodeRecord.from_dict, read_jsonl(browses))}

@@ -55,8 +55,12 @@ def demos(tmp_path_factory, wiki) -> Path:
 
 @pytest.fixture
 def train_env(tmp_path, index_dir) -> dict:
-    return {**os.environ, "WEBAGENT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1"}  # fmt: skip
+    return {
+        **os.environ,
+        "WEBAGENT_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def test_prompt_tokens_carry_no_loss(tiny_dir, demos):
@@ -112,15 +116,38 @@ def _adapter(out: Path) -> dict[str, torch.Tensor]:
 
 
 def test_interrupted_run_resumes_to_the_same_adapter(tiny_dir, demos, tmp_path, train_env):
-    cmd = [str(BIN / "webagent"), "train", "bc", str(demos), "--model", str(tiny_dir), *COMMON,
-           "--max-steps", "150", "--save-every", "1", "--eval-every", "50"]  # fmt: skip
-    reference = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=train_env,
-                               capture_output=True, text=True, timeout=600)  # fmt: skip
+    cmd = [
+        str(BIN / "webagent"),
+        "train",
+        "bc",
+        str(demos),
+        "--model",
+        str(tiny_dir),
+        *COMMON,
+        "--max-steps",
+        "150",
+        "--save-every",
+        "1",
+        "--eval-every",
+        "50",
+    ]
+    reference = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "ref")],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([*cmd, "--out", str(out)], env=train_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)],
+        env=train_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while (
         not (out / "last" / "meta.json").exists() and proc.poll() is None and time.time() < deadline
@@ -133,8 +160,9 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_dir, demos, tmp_path, 
     stopped_at = json.loads((out / "last" / "meta.json").read_text())["log"]["train"][-1][0]
     assert 1 <= stopped_at < 150
 
-    resumed = subprocess.run([*cmd, "--out", str(out)], env=train_env, capture_output=True,
-                             text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        [*cmd, "--out", str(out)], env=train_env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from {out / 'last'} at step {stopped_at}/150" in resumed.stdout
     steps = [r["step"] for r in read_jsonl(out / "log.jsonl") if "train_loss" in r]
@@ -145,26 +173,74 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_dir, demos, tmp_path, 
     assert meta["steps"] == 150 and meta["base_model"] == str(tiny_dir)
     assert meta["data_sha256"] and meta["val_loss"] is not None and meta["losses"]["val"]
 
-    changed = subprocess.run([*cmd, "--out", str(out), "--learning-rate", "1e-3"], env=train_env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    changed = subprocess.run(
+        [*cmd, "--out", str(out), "--learning-rate", "1e-3"],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert changed.returncode == 1 and "different run" in changed.stderr
 
 
 def test_two_processes_match_one_process_with_accumulation(tiny_dir, demos, tmp_path, train_env):
     """DDP over 2 CPU processes (gloo) = 1 process accumulating both micro-batches."""
-    args = [str(demos), "--model", str(tiny_dir), "--max-length", "192", "--micro-batch", "2",
-            "--max-steps", "3", "--lora-dropout", "0", "--warmup-steps", "1"]  # fmt: skip
+    args = [
+        str(demos),
+        "--model",
+        str(tiny_dir),
+        "--max-length",
+        "192",
+        "--micro-batch",
+        "2",
+        "--max-steps",
+        "3",
+        "--lora-dropout",
+        "0",
+        "--warmup-steps",
+        "1",
+    ]
     # `--multi_gpu` is accelerate's name for its torchrun launcher; without CUDA the processes
     # form a MULTI_CPU (gloo) group. (`--cpu` would launch a single process.)
-    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "webagent.train_bc"]  # fmt: skip
-    two = subprocess.run([*launch, *args, "--grad-accum", "1", "--out", str(tmp_path / "two")],
-                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    launch = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "webagent.train_bc",
+    ]
+    two = subprocess.run(
+        [*launch, *args, "--grad-accum", "1", "--out", str(tmp_path / "two")],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([str(BIN / "webagent"), "train", "bc", *args, "--grad-accum", "2",
-                          "--out", str(tmp_path / "one")], env=train_env, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    one = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "train",
+            "bc",
+            *args,
+            "--grad-accum",
+            "2",
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     meta = json.loads((tmp_path / "two" / "webagent.json").read_text())
     assert meta["processes"] == 2 and meta["steps"] == 3
@@ -175,9 +251,25 @@ def test_two_processes_match_one_process_with_accumulation(tiny_dir, demos, tmp_
 
 def test_checkpoint_loads_as_a_policy(tiny_dir, demos, tmp_path, train_env, index_dir):
     out = tmp_path / "policy"
-    run = subprocess.run([str(BIN / "webagent"), "train", "bc", str(demos), "--model", str(tiny_dir),
-                          *COMMON, "--max-steps", "2", "--out", str(out)], env=train_env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "train",
+            "bc",
+            str(demos),
+            "--model",
+            str(tiny_dir),
+            *COMMON,
+            "--max-steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert resolve(str(out)).kind == "checkpoint"
     policy = load_policy(PolicyArgs(model=str(out)))
@@ -185,9 +277,22 @@ def test_checkpoint_loads_as_a_policy(tiny_dir, demos, tmp_path, train_env, inde
     assert load_policy(PolicyArgs(model=str(tiny_dir))).format.examples == 8
     cache = tmp_path / "cache"
     shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)
-    ask = subprocess.run([str(BIN / "webagent"), "ask", "Which river flows through Baghdad?",
-                          "--model", str(out), "--json", "--max-actions", "4"], env=train_env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    ask = subprocess.run(
+        [
+            str(BIN / "webagent"),
+            "ask",
+            "Which river flows through Baghdad?",
+            "--model",
+            str(out),
+            "--json",
+            "--max-actions",
+            "4",
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ask.returncode == 0, ask.stderr[-2000:]
     assert set(json.loads(ask.stdout)) >= {"question", "answer", "references", "actions"}
 
@@ -195,13 +300,32 @@ def test_checkpoint_loads_as_a_policy(tiny_dir, demos, tmp_path, train_env, inde
 def test_init_continues_a_policy_on_answer_rows(tiny_dir, demos, tmp_path, train_env):
     first = tmp_path / "first"
     args = [str(BIN / "webagent"), "train", "bc", str(demos), *COMMON]
-    run = subprocess.run([*args, "--model", str(tiny_dir), "--max-steps", "2", "--out", str(first)],
-                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [*args, "--model", str(tiny_dir), "--max-steps", "2", "--out", str(first)],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     again = tmp_path / "again"
-    run = subprocess.run([*args, "--init", str(first), "--phases", "answer", "--max-steps", "2",
-                          "--out", str(again)], env=train_env, capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [
+            *args,
+            "--init",
+            str(first),
+            "--phases",
+            "answer",
+            "--max-steps",
+            "2",
+            "--out",
+            str(again),
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     meta = json.loads((again / "webagent.json").read_text())
     answers = sum(1 for r in read_jsonl(demos))  # one answer row per demonstration
@@ -212,9 +336,13 @@ def test_init_continues_a_policy_on_answer_rows(tiny_dir, demos, tmp_path, train
     a, b = _adapter(first), _adapter(again)
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a), "trained further"
     assert resolve(str(again)).kind == "checkpoint"
-    refused = subprocess.run([*args, "--model", str(first), "--max-steps", "1", "--out",
-                              str(tmp_path / "x")], env=train_env, capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
+    refused = subprocess.run(
+        [*args, "--model", str(first), "--max-steps", "1", "--out", str(tmp_path / "x")],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert refused.returncode != 0 and "--init" in refused.stderr
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_demos import QUESTIONS
+from test_demos import QUESTIONS, write_questions
 from tiny import save_tiny
 
 from env.browser import BrowserEnv, EnvConfig
@@ -25,7 +25,9 @@ from webagent.train_bc import Args as BCArgs
 from webagent.train_bc import main as train_bc
 from webagent.train_ppo import (
     Args,
+    EpisodeSeeds,
     PolicyAndValue,
+    Segment,
     answer_only,
     browses_of,
     collate,
@@ -33,7 +35,9 @@ from webagent.train_ppo import (
     gae,
     ppo_loss,
     segments_of,
+    spread,
     token_rewards,
+    whiten_advantages,
 )
 
 BIN = Path(sys.executable).parent
@@ -47,8 +51,18 @@ def bc_policy(tmp_path_factory, wiki) -> Path:
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))  # noqa: E731
     demos = root / "demos.jsonl"
     append_jsonl(demos, [r for _, r in generate(QUESTIONS[:2], make_env) if r])
-    train_bc(BCArgs(demos=str(demos), model=str(tiny), out=str(root / "bc"), max_steps=2,
-                    max_length=192, micro_batch=2, grad_accum=1, warmup_steps=1))  # fmt: skip
+    train_bc(
+        BCArgs(
+            demos=str(demos),
+            model=str(tiny),
+            out=str(root / "bc"),
+            max_steps=2,
+            max_length=192,
+            micro_batch=2,
+            grad_accum=1,
+            warmup_steps=1,
+        )
+    )
     return root / "bc"
 
 
@@ -58,15 +72,23 @@ def tiny_rm(bc_policy) -> Path:
 
     body = bc_policy.parent / "tiny"
     out = bc_policy.parent / "rm"
-    RewardModel.from_body(body).save(out, prepare_tokenizer(AutoTokenizer.from_pretrained(body)),
-                                     {"base_model": str(body), "max_length": 256})  # fmt: skip
+    RewardModel.from_body(body).save(
+        out,
+        prepare_tokenizer(AutoTokenizer.from_pretrained(body)),
+        {"base_model": str(body), "max_length": 256},
+    )
     return out
 
 
 def episodes(policy, wiki, n=3, max_actions=3):
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=max_actions)))  # noqa: E731
-    config = RunConfig(batch_size=3, sampling=Sampling(temperature=1.0, seed=3), admissible_only=False,
-                       browse_max_new_tokens=12, answer_max_new_tokens=12)  # fmt: skip
+    config = RunConfig(
+        batch_size=3,
+        sampling=Sampling(temperature=1.0, seed=3),
+        admissible_only=False,
+        browse_max_new_tokens=12,
+        answer_max_new_tokens=12,
+    )
     tasks = [Task(q.question) for q in QUESTIONS[:n]]
     return [r for _, r in sorted(run_episodes(policy, tasks, make_env, config), key=lambda x: x[0])]
 
@@ -120,8 +142,12 @@ def test_one_ppo_update_lowers_the_loss(bc_policy, wiki):
         s.advantages = torch.randn(len(s.action_ids), generator=gen)
         s.returns = s.values + torch.randn(len(s.action_ids), generator=gen)
     batch = collate(segments, policy.tokenizer.pad_token_id)
-    targets = {"old_logp": torch.cat([s.old_logprobs for s in segments]), "advantages": torch.cat([s.advantages for s in segments]),
-               "old_values": torch.cat([s.values for s in segments]), "returns": torch.cat([s.returns for s in segments])}  # fmt: skip
+    targets = {
+        "old_logp": torch.cat([s.old_logprobs for s in segments]),
+        "advantages": torch.cat([s.advantages for s in segments]),
+        "old_values": torch.cat([s.values for s in segments]),
+        "returns": torch.cat([s.returns for s in segments]),
+    }
     args = Args(dataset="x", learning_rate=1e-3)
     params = [p for p in net.parameters() if p.requires_grad]
     assert params and all(p.requires_grad for n, p in net.named_parameters() if "lora_" in n)
@@ -148,19 +174,20 @@ def train_env(tmp_path, index_dir) -> dict:
 
 
 def _questions(tmp_path) -> Path:
-    data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question_id": q.id, "question": q.question,
-                                        "answer": {"value": q.answer, "aliases": list(q.aliases)}}) + "\n"
-                            for q in QUESTIONS[:3]))  # fmt: skip
-    return data
+    return write_questions(tmp_path / "q.jsonl", QUESTIONS[:3])
+
+
+def ppo_cmd(bc_policy, tiny_rm, out, data, flags: str) -> list[str]:
+    """`webagent train ppo` on the tiny policy and reward model, plus `flags`."""
+    paths = ["--policy", str(bc_policy), "--rm", str(tiny_rm), "--out", str(out)]
+    return [str(BIN / "webagent"), "train", "ppo", str(data), *paths, *flags.split()]
 
 
 def test_ppo_cli_resumes_and_extends(bc_policy, tiny_rm, tmp_path, train_env):
     out = tmp_path / "ppo"
-    cmd = [str(BIN / "webagent"), "train", "ppo", str(_questions(tmp_path)), "--policy", str(bc_policy),
-           "--rm", str(tiny_rm), "--out", str(out), "--episodes-per-iteration", "3", "--batch", "3",
-           "--max-actions", "3", "--max-new-tokens", "12", "--budget-range", "2", "4",
-           "--answer-only-fraction", "0.5"]  # fmt: skip
+    flags = "--episodes-per-iteration 3 --batch 3 --max-actions 3 --max-new-tokens 12"
+    flags += " --budget-range 2 4 --answer-only-fraction 0.5"
+    cmd = ppo_cmd(bc_policy, tiny_rm, out, _questions(tmp_path), flags)
     first = subprocess.run(
         [*cmd, "--iterations", "1"], env=train_env, capture_output=True, text=True, timeout=600
     )
@@ -172,39 +199,48 @@ def test_ppo_cli_resumes_and_extends(bc_policy, tiny_rm, tmp_path, train_env):
     assert "resuming from" in second.stdout and "at iteration 1/2" in second.stdout
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2]
-    for key in (
-        "reward",
-        "kl",
-        "entropy",
-        "clipfrac",
-        "value_loss",
-        "explained_variance",
-        "episode_length",
-        "em",
-    ):
-        assert key in log[0]
+    keys = {"reward", "kl", "entropy", "clipfrac", "value_loss", "explained_variance"}
+    assert keys | {"episode_length", "em"} <= set(log[0])
     assert (out / "log.png").stat().st_size > 0 and (out / "value_head.safetensors").exists()
     meta = json.loads((out / "webagent.json").read_text())
     assert meta["kind"] == "ppo" and meta["iterations"] == 2 and meta["prompt"]["examples"] == 0
     assert load_policy(PolicyArgs(model=str(out))).format.examples == 0
 
 
+LAUNCH = (
+    "launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"
+)
+"""accelerate's two-process CPU launch (gloo), as a user would type it."""
+
+
 def test_ppo_runs_on_two_processes(bc_policy, tiny_rm, tmp_path, train_env):
-    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "webagent.train_ppo"]  # fmt: skip
-    run = subprocess.run([*launch, str(_questions(tmp_path)), "--policy", str(bc_policy), "--rm", str(tiny_rm),
-                          "--out", str(tmp_path / "ppo2"), "--iterations", "1", "--episodes-per-iteration", "2",
-                          "--batch", "2", "--max-actions", "3", "--max-new-tokens", "12"],
-                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    launch = [str(BIN / "accelerate"), *LAUNCH.split(), "-m", "webagent.train_ppo"]
+    flags = (
+        "--iterations 1 --episodes-per-iteration 2 --batch 2 --max-actions 3 --max-new-tokens 12"
+    )
+    cmd = ppo_cmd(bc_policy, tiny_rm, tmp_path / "ppo2", _questions(tmp_path), flags)
+    run = subprocess.run(
+        [*launch, *cmd[3:]], env=train_env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "ppo2" / "webagent.json").read_text())["iterations"] == 1
 
 
 def eval_rows(path: Path, browses) -> Path:
     """`webagent eval` rows (best-of: the kept episode plus its candidates) holding `browses`."""
-    path.write_text("".join(json.dumps({"question_id": r.meta["question_id"], "episode": r.to_dict(),
-                                        "candidates": [{"score": 0.0, "episode": r.to_dict()}]}) + "\n"
-                            for _, r in browses))  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question_id": r.meta["question_id"],
+                    "episode": r.to_dict(),
+                    "candidates": [{"score": 0.0, "episode": r.to_dict()}],
+                }
+            )
+            + "\n"
+            for _, r in browses
+        )
+    )
     return path
 
 
@@ -250,13 +286,42 @@ def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_po
 def test_ppo_cli_answer_only_on_recorded_browses(bc_policy, tiny_rm, tmp_path, train_env):
     """`--browses`: every episode answers a recorded browse's quotes (no browsing)."""
     out = tmp_path / "ppo-answers"
-    run = subprocess.run([str(BIN / "webagent"), "train", "ppo", str(_questions(tmp_path)), "--policy", str(bc_policy),
-                          "--rm", str(tiny_rm), "--out", str(out), "--browses", str(bc_policy.parent / "demos.jsonl"),
-                          "--iterations", "2", "--episodes-per-iteration", "3", "--batch", "3",
-                          "--temperature", "0.7", "--max-new-tokens", "8"],
-                         env=train_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    demos = bc_policy.parent / "demos.jsonl"
+    flags = f"--browses {demos} --iterations 2 --episodes-per-iteration 3 --batch 3"
+    flags += " --temperature 0.7 --max-new-tokens 8"
+    run = subprocess.run(
+        ppo_cmd(bc_policy, tiny_rm, out, _questions(tmp_path), flags),
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2]
     assert all(r["episode_length"] == 0 and r["answered"] > 0 for r in log), "answer phase only"
     assert log[0]["kl"] == pytest.approx(0.0, abs=1e-4), "the first rollout is the reference's"
+
+
+def test_episode_seeds_never_repeat_across_processes_iterations_and_sources():
+    args = Args(dataset="x", episodes_per_iteration=4)
+    seen: set[int] = set()
+    for iteration in range(3):
+        for rank in range(2):
+            seeds = EpisodeSeeds.of(args, iteration, rank, world=2)
+            mine = {seeds.episode(n) for n in range(4)} | {seeds.reanswer(n) for n in range(4)}
+            assert len(mine) == 8 and not mine & seen
+            seen |= mine
+    first = EpisodeSeeds.of(args, 0, 0, 1)
+    assert first.rng().random() == EpisodeSeeds.of(args, 0, 0, 1).rng().random()
+    assert first.rng().random() != EpisodeSeeds.of(args, 1, 0, 1).rng().random()
+
+
+def test_spread_and_whitening_follow_each_segment_s_generated_tokens():
+    segments = [Segment(0, [1], [5, 6]), Segment(0, [1, 2], [7]), Segment(1, [3], [8, 9, 4])]
+    spread(segments, advantages=torch.arange(6.0))
+    assert [s.advantages.tolist() for s in segments] == [[0, 1], [2], [3, 4, 5]]
+    whiten_advantages(segments)
+    flat = torch.cat([s.advantages for s in segments])
+    assert flat.mean().abs() < 1e-6 and (flat.std() - 1).abs() < 1e-6
+    assert [len(s.advantages) for s in segments] == [2, 1, 3]

@@ -13,9 +13,15 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 CORPUS = [
-    "Search Baghdad river", "Clicked on link 0", "Quote: The Tigris flows", "End: Answer",
-    "Scrolled down 1", "Find in page: river", "Tigris [1]", "Which river flows through Baghdad?",
-]  # fmt: skip
+    "Search Baghdad river",
+    "Clicked on link 0",
+    "Quote: The Tigris flows",
+    "End: Answer",
+    "Scrolled down 1",
+    "Find in page: river",
+    "Tigris [1]",
+    "Which river flows through Baghdad?",
+]
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -39,10 +45,18 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config).eval()
 
 

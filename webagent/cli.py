@@ -18,7 +18,9 @@ from typing import Annotated
 
 import tyro
 
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.compare import CompareArgs
+from webagent.config import ASK_MAX_ACTIONS, EnvArgs, PolicyArgs
+from webagent.demos import DemosArgs
 from webagent.eval import EvalArgs
 
 
@@ -29,7 +31,7 @@ class AskArgs:
     question: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="QUESTION")]
     """The question to answer."""
     policy: PolicyArgs = field(default_factory=PolicyArgs)
-    env: EnvArgs = field(default_factory=EnvArgs)
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=ASK_MAX_ACTIONS))
     json: bool = False
     """Print one JSON object {question, answer, references, actions} and nothing else."""
     record: str | None = None
@@ -47,7 +49,7 @@ class ReplArgs:
     """Ask question after question; `:drive` to browse yourself, `:why`, `:save FILE`."""
 
     policy: PolicyArgs = field(default_factory=PolicyArgs)
-    env: EnvArgs = field(default_factory=EnvArgs)
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=ASK_MAX_ACTIONS))
     debug: bool = False
     """Show tracebacks."""
 
@@ -108,7 +110,7 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
     from reward.model import RewardScorer
     from webagent.answers import format_answer, to_json
     from webagent.config import run_config
-    from webagent.rollout import run_episodes
+    from webagent.rollout import grouped, run_episodes
 
     # greedy would give N identical episodes; at 0.7 the shipped policy's samples are right
     # 1% of the time, at 0.3 12% (bench/README.md, best-of-n)
@@ -122,14 +124,20 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
             file=sys.stderr,
             flush=True,
         )
-    done = dict(run_episodes(policy, [args.question] * args.best_of, make_env, config))
-    records = [done[i] for i in range(args.best_of)]
+    tasks = [args.question] * args.best_of
+    ((_, records),) = grouped(run_episodes(policy, tasks, make_env, config), args.best_of)
     ranked = rank(args.question, records, scorer)
     best = records[ranked.best]
     if args.record:
         append_jsonl(args.record, records)
-    candidates = [{"answer": r.answer, "score": s, "actions": len([x for x in r.steps if x.phase == "browse"])}
-                  for r, s in zip(records, ranked.scores, strict=True)]  # fmt: skip
+    candidates = [
+        {
+            "answer": r.answer,
+            "score": s,
+            "actions": len([x for x in r.steps if x.phase == "browse"]),
+        }
+        for r, s in zip(records, ranked.scores, strict=True)
+    ]
     if args.json:
         print(
             json.dumps(
@@ -221,174 +229,30 @@ def evaluate(args: EvalCliArgs) -> int:
     return 0
 
 
-@dataclass
-class DemosArgs:
-    """Gold-guided expert demonstrations (episode records), optionally exported as prompt/completion."""
-
-    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
-    """Questions with answers (any layout `eval` reads). Never the evaluation set."""
-    out: str = "runs/demos.jsonl"
-    """Episode records are appended here; a rerun skips questions already attempted."""
-    export: str | None = None
-    """Also write TRL {"prompt","completion"} lines (zero-shot prompts) to this file."""
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=30))
-    limit: int | None = None
-    """Only the first N questions."""
-    seed: int = 0
-    """Varies the expert's trajectories."""
-    max_results: int = 6
-    """Results per search the expert opens before reformulating."""
-    recall: bool = False
-    """Where the corpus gives no quotable answer, keep a recall demonstration: an off-target
-    quote and the answer from memory, uncited (only its answer step is imitated)."""
-    debug: bool = False
-    """Show tracebacks."""
-
-
 def demos(args: DemosArgs) -> int:
-    from env.record import append_jsonl
-    from webagent.datasets import load_questions
-    from webagent.demos import done_ids, export, generate, skipped_path
+    from webagent.demos import export, record_demonstrations
 
-    questions = load_questions(args.dataset)[: args.limit]
-    done = done_ids(args.out)
-    todo = [q for q in questions if q.id not in done]
-    kept = 0
-    for i, (q, record) in enumerate(
-        generate(
-            todo,
-            args.env.env_factory(),
-            seed=args.seed,
-            max_results=args.max_results,
-            recall=args.recall,
-        ),
-        start=1,
-    ):
-        if record is not None:
-            append_jsonl(args.out, [record])
-            kept += 1
-        else:  # remember the attempt so a resumed run does not repeat it
-            append_jsonl(skipped_path(args.out), [{"meta": {"question_id": q.id}}])
-        if i % 50 == 0:
-            print(f"{i}/{len(todo)} questions, {kept} demonstrations", file=sys.stderr, flush=True)
-    print(f"{kept} demonstrations from {len(todo)} questions -> {args.out}")
+    def progress(done: int, todo: int, kept: int) -> None:
+        if done % 50 == 0:
+            print(f"{done}/{todo} questions, {kept} demonstrations", file=sys.stderr, flush=True)
+
+    kept, todo = record_demonstrations(args, progress)
+    print(f"{kept} demonstrations from {todo} questions -> {args.out}")
     if args.export:
         print(f"{export(args.out, args.export)} prompt/completion rows -> {args.export}")
     return 0
 
 
-@dataclass
-class CompareArgs:
-    """Sample K episodes per question and pair their answers into comparisons (gold-judged or for `label`)."""
-
-    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
-    """Questions (any layout `eval` reads). Use training questions, never the evaluation set."""
-    out: str = "runs/rm/comparisons.jsonl"
-    """Comparisons are appended here; episodes go beside it (*.episodes.jsonl); reruns resume."""
-    policy: PolicyArgs = field(default_factory=lambda: PolicyArgs(temperature=0.3))
-    """Samples as best-of-n draws them (0.3: see bench/README.md), so the reward model learns on them."""
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
-    samples: int = 4
-    """Episodes per question (K): up to K(K-1)/2 comparisons."""
-    judge: str = "gold"
-    """gold: label by the answer aliases now; none: leave for a person (`webagent label`)."""
-    demos: str | None = None
-    """Demonstrations (`webagent demos` output): each question's one joins its samples as a
-    candidate, so wrong samples lose to a right answer instead of tying with each other."""
-    demos_when: str = "always"
-    """always | none-right: add the demonstration only to questions none of whose samples is
-    right, so right answers the reward model sees are mostly the policy's own."""
-    repair: bool = False
-    """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
-    answers_from: str | None = None
-    """Recorded episodes (`eval` results, `compare` or `demos` output): sample only answers, K per
-    question, each on one of the question's recorded browses in turn (WebGPT's answer-only
-    episodes; ~16x cheaper per sample than whole episodes). Questions without one are skipped."""
-    limit: int | None = None
-    batch: int = 8
-    debug: bool = False
-    """Show tracebacks."""
-
-
 def compare_cmd(args: CompareArgs) -> int:
-    from tqdm import tqdm
+    from webagent.compare import sample_comparisons
 
-    from webagent.compare import (
-        DEMOS_WHEN,
-        demonstrations,
-        done_questions,
-        pair_unpaired,
-        record_question,
-        repair,
-    )
-    from webagent.config import load_policy, run_config
-    from webagent.datasets import load_questions
-    from webagent.rollout import Task, reanswer, recorded_browses, run_episodes
-
-    if args.judge not in ("gold", "none"):
-        raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
-    if args.samples < 2:
-        raise ValueError("--samples must be at least 2 to make pairs")
-    if args.demos_when not in DEMOS_WHEN:
-        raise ValueError(
-            f"--demos-when must be one of {', '.join(DEMOS_WHEN)}, got {args.demos_when!r}"
-        )
-    questions = load_questions(args.dataset, require_answers=args.judge == "gold")[: args.limit]
-    demos = demonstrations(args.demos)
-    if args.repair:
-        total = repair(args.out, questions, args.judge, demos, args.demos_when)
-        print(f"{total} comparisons from the recorded episodes -> {args.out}")
+    result = sample_comparisons(args)
+    if result.repaired:
+        print(f"{result.comparisons} comparisons from the recorded episodes -> {args.out}")
         return 0
-    browses: dict[str, list] = {}  # read before loading the model: a bad file fails at once
-    for r in recorded_browses(args.answers_from) if args.answers_from else ():
-        browses.setdefault(r.meta.get("question_id"), []).append(r)
-    if mended := pair_unpaired(args.out, questions, args.judge, demos, args.demos_when):
-        print(f"{mended} comparisons of episodes an interrupted run recorded -> {args.out}")
-    done = done_questions(args.out)
-    todo = [q for q in questions if q.id not in done]
-    policy = load_policy(args.policy)
-    k = args.samples
-    position = {q.id: n for n, q in enumerate(questions)}
-
-    def sampled():
-        """Each to-do question with its K episodes (None: it has no recorded browse)."""
-        if args.answers_from:
-            config = run_config(args.policy, args.batch)
-            for q in todo:
-                mine = browses.get(q.id)
-                if not mine:
-                    yield q, None
-                    continue
-                chosen = [mine[j % len(mine)] for j in range(k)]
-                seeds = [position[q.id] * k + j for j in range(k)]
-                records = reanswer(policy, chosen, seeds, config)
-                for j, r in enumerate(records):
-                    r.meta.update({"question_id": q.id, "sample": j})
-                yield q, records
-            return
-        tasks = [Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
-                 for q in todo for j in range(k)]  # fmt: skip
-        pending: dict[int, dict] = {}
-        for i, record in run_episodes(
-            policy, tasks, args.env.env_factory(), run_config(args.policy, args.batch)
-        ):
-            qi, j = divmod(i, k)
-            pending.setdefault(qi, {})[j] = record
-            if len(pending[qi]) == k:
-                group = pending.pop(qi)
-                yield todo[qi], [group[x] for x in range(k)]
-
-    total = 0
-    with tqdm(total=len(questions), initial=len(questions) - len(todo), desc="compare",
-              unit="q") as bar:  # fmt: skip
-        for q, records in sampled():
-            if records is not None:
-                total += record_question(
-                    args.out, q, records, args.judge, demos.get(q.id), args.demos_when
-                )
-            bar.update(1)
-            bar.set_postfix(comparisons=total)
-    print(f"{total} comparisons from {len(todo)} questions -> {args.out}")
+    if result.mended:
+        print(f"{result.mended} comparisons of episodes an interrupted run recorded -> {args.out}")
+    print(f"{result.comparisons} comparisons from {result.questions} questions -> {args.out}")
     return 0
 
 

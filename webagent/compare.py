@@ -19,12 +19,17 @@ episodes already recorded again (with the current `--demos` and judge) instead o
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from reward.comparisons import Comparison
 from reward.text import Answer
+from webagent.config import EnvArgs, PolicyArgs
 from webagent.datasets import Question
 from webagent.metrics import exact_match, supported
 
@@ -55,8 +60,16 @@ def pairs(
                 gold_preference(gold_rank(a, question.aliases), gold_rank(b, question.aliases)),
                 "gold",
             )
-        out.append(Comparison(question.question, ans_a, ans_b, pref, labeler,
-                              meta={"question_id": question.id, "episodes": [a.id, b.id]}))  # fmt: skip
+        out.append(
+            Comparison(
+                question.question,
+                ans_a,
+                ans_b,
+                pref,
+                labeler,
+                meta={"question_id": question.id, "episodes": [a.id, b.id]},
+            )
+        )
     return out
 
 
@@ -186,3 +199,119 @@ def repair(
     tmp.touch()
     tmp.replace(out)
     return total
+
+
+@dataclass
+class CompareArgs:
+    """Sample K episodes per question and pair their answers into comparisons (gold-judged or for `label`)."""
+
+    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """Questions (any layout `eval` reads). Use training questions, never the evaluation set."""
+    out: str = "runs/rm/comparisons.jsonl"
+    """Comparisons are appended here; episodes go beside it (*.episodes.jsonl); reruns resume."""
+    policy: PolicyArgs = field(default_factory=lambda: PolicyArgs(temperature=0.3))
+    """Samples as best-of-n draws them (0.3: see bench/README.md), so the reward model learns on them."""
+    env: EnvArgs = field(default_factory=EnvArgs)
+    samples: int = 4
+    """Episodes per question (K): up to K(K-1)/2 comparisons."""
+    judge: str = "gold"
+    """gold: label by the answer aliases now; none: leave for a person (`webagent label`)."""
+    demos: str | None = None
+    """Demonstrations (`webagent demos` output): each question's one joins its samples as a
+    candidate, so wrong samples lose to a right answer instead of tying with each other."""
+    demos_when: str = "always"
+    """always | none-right: add the demonstration only to questions none of whose samples is
+    right, so right answers the reward model sees are mostly the policy's own."""
+    repair: bool = False
+    """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
+    answers_from: str | None = None
+    """Recorded episodes (`eval` results, `compare` or `demos` output): sample only answers, K per
+    question, each on one of the question's recorded browses in turn (WebGPT's answer-only
+    episodes; ~16x cheaper per sample than whole episodes). Questions without one are skipped."""
+    limit: int | None = None
+    batch: int = 8
+    debug: bool = False
+    """Show tracebacks."""
+
+
+@dataclass
+class CompareResult:
+    """What a `compare` run wrote."""
+
+    comparisons: int
+    """New comparisons (with --repair: all of them, paired again)."""
+    questions: int
+    """Questions sampled this run."""
+    mended: int = 0
+    """Comparisons of episodes an interrupted run had recorded but not paired."""
+    repaired: bool = False
+
+
+def sample_comparisons(args: CompareArgs) -> CompareResult:
+    """K episodes per question not yet done (whole, or answers on recorded browses), paired
+    into comparisons appended to OUT question by question; reruns resume."""
+    from tqdm import tqdm
+
+    from webagent.config import load_policy, run_config
+    from webagent.datasets import load_questions
+    from webagent.rollout import Task, grouped, reanswer, recorded_browses, run_episodes
+
+    if args.judge not in ("gold", "none"):
+        raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
+    if args.samples < 2:
+        raise ValueError("--samples must be at least 2 to make pairs")
+    if args.demos_when not in DEMOS_WHEN:
+        raise ValueError(
+            f"--demos-when must be one of {', '.join(DEMOS_WHEN)}, got {args.demos_when!r}"
+        )
+    questions = load_questions(args.dataset, require_answers=args.judge == "gold")[: args.limit]
+    demos = demonstrations(args.demos)
+    if args.repair:
+        total = repair(args.out, questions, args.judge, demos, args.demos_when)
+        return CompareResult(total, 0, repaired=True)
+    browses: dict[str, list] = {}  # read before loading the model: a bad file fails at once
+    for r in recorded_browses(args.answers_from) if args.answers_from else ():
+        browses.setdefault(r.meta.get("question_id"), []).append(r)
+    mended = pair_unpaired(args.out, questions, args.judge, demos, args.demos_when)
+    done = done_questions(args.out)
+    todo = [q for q in questions if q.id not in done]
+    policy = load_policy(args.policy)
+    k = args.samples
+    position = {q.id: n for n, q in enumerate(questions)}
+
+    def sampled() -> Iterator[tuple[Question, list[EpisodeRecord] | None]]:
+        """Each to-do question with its K episodes (None: it has no recorded browse)."""
+        if args.answers_from:
+            config = run_config(args.policy, args.batch)
+            for q in todo:
+                mine = browses.get(q.id)
+                if not mine:
+                    yield q, None
+                    continue
+                chosen = [mine[j % len(mine)] for j in range(k)]
+                seeds = [position[q.id] * k + j for j in range(k)]
+                records = reanswer(policy, chosen, seeds, config)
+                for j, r in enumerate(records):
+                    r.meta.update({"question_id": q.id, "sample": j})
+                yield q, records
+            return
+        tasks = [
+            Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
+            for q in todo
+            for j in range(k)
+        ]
+        make_env, config = args.env.env_factory(), run_config(args.policy, args.batch)
+        for qi, records in grouped(run_episodes(policy, tasks, make_env, config), k):
+            yield todo[qi], records
+
+    total = 0
+    initial = len(questions) - len(todo)
+    with tqdm(total=len(questions), initial=initial, desc="compare", unit="q") as bar:
+        for q, records in sampled():
+            if records is not None:
+                total += record_question(
+                    args.out, q, records, args.judge, demos.get(q.id), args.demos_when
+                )
+            bar.update(1)
+            bar.set_postfix(comparisons=total)
+    return CompareResult(total, len(todo), mended=mended)

@@ -11,6 +11,19 @@ from env.cache import PageCache
 from env.limits import BrowseLimits
 from env.sources import PageSource, open_source
 
+MAX_ACTIONS = 10
+"""Actions per episode before the answer phase is forced: the budget of every entry point
+(eval, compare, train ppo, bench) but the two below. A TriviaQA answer takes ~4 (search,
+click, quote, end) and past ~10 the policy mostly loops, so more only costs time; the model
+card's figures are at 10. The environment's own default is WebGPT's 100, made for long-form
+answers (`env.limits`). README.md, "Action budgets"."""
+ASK_MAX_ACTIONS = 20
+"""ask and repl: one question with a person waiting for it, where room to recover from a
+poor first search costs seconds, not hours of evaluation."""
+DEMO_MAX_ACTIONS = 30
+"""The expert demonstrator's budget (demos): it opens up to `--max-results` results per search
+and reformulates, so it needs more room than the policy it teaches."""
+
 DEFAULT_POLICY = "bc-gemma3-270m"
 """The shipped behaviour-cloned policy (webagent/policies/, see its MODEL_CARD.md)."""
 
@@ -48,9 +61,9 @@ class EnvArgs:
 
     source: str = "wiki"
     """Page source: wiki | zim:PATH | jsonl:PATH | web | cache."""
-    max_actions: int = 20
-    """Actions per episode before the answer phase is forced. The environment's own default is
-    WebGPT's 100 (long-form answers); a factoid answer takes ~4 (search, click, quote, end)."""
+    max_actions: int = MAX_ACTIONS
+    """Actions per episode before the answer phase is forced (README.md, "Action budgets";
+    ask and repl default to 20, demos to 30)."""
     window_lines: int = 10
     """Page lines shown per observation."""
     searx: str | None = None
@@ -77,21 +90,50 @@ class EnvArgs:
 
 def load_policy(args: PolicyArgs):
     """The HFPolicy a PolicyArgs names (imports torch lazily: the CLI starts fast)."""
-    from webagent.models import checkpoint_meta, load
+    from webagent.models import load
+
+    return policy_of(
+        load(args.model), chat=args.chat, examples=args.examples, free_answers=args.free_answers
+    )
+
+
+FEW_SHOT_EXAMPLES = 8
+"""Worked example steps in a base model's prompts (two episodes): it acts few-shot."""
+
+
+def prompt_examples(meta: dict) -> int:
+    """Worked examples a policy's prompts show: a trained policy's own (what its webagent.json
+    says it was trained with; BC trains with 0), a base model's (no metadata) few-shot 8."""
+    if not meta:
+        return FEW_SHOT_EXAMPLES
+    return meta.get("prompt", {}).get("examples", 0)
+
+
+def policy_of(
+    loaded,
+    *,
+    chat: bool = True,
+    examples: int | None = None,
+    free_answers: bool | None = None,
+    **kwargs,
+):
+    """The one way to build an acting HFPolicy from a loaded model (`webagent.models.load`):
+    prompt format and answer style come from its checkpoint metadata unless given. `kwargs`
+    go to HFPolicy (name, cache_prefix)."""
+    from webagent.models import checkpoint_meta
     from webagent.policy import HFPolicy
     from webagent.prompts import format_for
 
-    loaded = load(args.model)
     trained = checkpoint_meta(loaded.source_path)
-    examples = args.examples
     if examples is None:
-        examples = trained.get("prompt", {}).get("examples", 8)
-    fmt = format_for(loaded.tokenizer, prefer_chat=args.chat, examples=examples)
-    free = args.free_answers
-    if free is None:
-        free = trained.get("answers") == "free"
-    return HFPolicy(loaded.model, loaded.tokenizer, name=loaded.name, prompt_format=fmt,
-                    free_answers=free)  # fmt: skip
+        examples = prompt_examples(trained)
+    if free_answers is None:
+        free_answers = trained.get("answers") == "free"
+    fmt = format_for(loaded.tokenizer, prefer_chat=chat, examples=examples)
+    kwargs.setdefault("name", loaded.name)
+    return HFPolicy(
+        loaded.model, loaded.tokenizer, prompt_format=fmt, free_answers=free_answers, **kwargs
+    )
 
 
 def sampling_of(args: PolicyArgs):
@@ -104,5 +146,9 @@ def run_config(args: PolicyArgs, batch_size: int = 8, **overrides):
     """The episode runner's settings a PolicyArgs implies (sampling, decoding aid)."""
     from webagent.rollout import RunConfig
 
-    return RunConfig(batch_size=batch_size, sampling=sampling_of(args),
-                     admissible_only=args.admissible_only, **overrides)  # fmt: skip
+    return RunConfig(
+        batch_size=batch_size,
+        sampling=sampling_of(args),
+        admissible_only=args.admissible_only,
+        **overrides,
+    )

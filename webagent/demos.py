@@ -25,20 +25,20 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from env.browser import BrowserEnv
 from env.observation import render_answer, strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
 from env.search import query_variants, tokenize
+from webagent.config import DEMO_MAX_ACTIONS, EnvArgs
 from webagent.datasets import Question
-from webagent.metrics import normalize
+from webagent.metrics import holds_alias, normalize_answer
 from webagent.prompts import PromptFormat
-
-
-def _has_alias(text: str, aliases: Sequence[str]) -> bool:
-    t = f" {normalize(text)} "
-    return any(f" {normalize(a)} " in t for a in aliases if normalize(a))
 
 
 def _alias_in(text: str, aliases: Sequence[str]) -> str | None:
@@ -54,7 +54,11 @@ def _as_written(q: Question) -> str:
     """The canonical answer in ordinary case (TriviaQA shouts some: "HOLOGRAPHY")."""
     if not q.answer.isupper():
         return q.answer
-    same = [a for a in q.aliases if not a.isupper() and normalize(a) == normalize(q.answer)]
+    same = [
+        a
+        for a in q.aliases
+        if not a.isupper() and normalize_answer(a) == normalize_answer(q.answer)
+    ]
     return same[0] if same else q.answer.title()
 
 
@@ -73,8 +77,11 @@ class Expert:
 
     def run(self) -> EpisodeRecord | None:
         env, q = self.env, self.q
-        env.reset(q.question, seed=self.rng.randrange(2**31),
-                  options={"meta": {"question_id": q.id, "demonstration": "gold-expert"}})  # fmt: skip
+        env.reset(
+            q.question,
+            seed=self.rng.randrange(2**31),
+            options={"meta": {"question_id": q.id, "demonstration": "gold-expert"}},
+        )
         self.over = False
         wanted = 1 if self.rng.random() < 0.75 else 2  # sometimes two sources
         tried: set[str] = set()
@@ -107,9 +114,13 @@ class Expert:
     def recall(self) -> EpisodeRecord | None:
         """Search, open a top result, quote its most on-topic sentence, answer from memory."""
         env, q = self.env, self.q
-        env.reset(q.question, seed=self.rng.randrange(2**31),
-                  options={"meta": {"question_id": q.id, "demonstration": "recall-expert",
-                                    "imitate": "answer"}})  # fmt: skip
+        env.reset(
+            q.question,
+            seed=self.rng.randrange(2**31),
+            options={
+                "meta": {"question_id": q.id, "demonstration": "recall-expert", "imitate": "answer"}
+            },
+        )
         self.over = False
         self.act(f"Search {query_variants(q.question)[0]}")
         if self.info["action_error"] or not env.page.links:
@@ -148,7 +159,7 @@ class Expert:
             self.act(f"Clicked on link {link_id}")
             if self.info["action_error"]:
                 continue
-            if _has_alias(strip_markup(env.page.text), self.q.aliases):
+            if holds_alias(strip_markup(env.page.text), self.q.aliases):
                 self._quote_answer()
             if not self.over and len(env.quotes) < wanted:
                 self.act("Back")
@@ -173,7 +184,7 @@ class Expert:
             if self.over:
                 return
             candidates = [c for c in env.admissible().commands if c.startswith("Quote: ")]
-            good = [c for c in candidates if _has_alias(c[len("Quote: ") :], self.q.aliases)]
+            good = [c for c in candidates if holds_alias(c[len("Quote: ") :], self.q.aliases)]
             if good:
                 self.act(self.rng.choice(good[:2]))
                 return
@@ -187,16 +198,21 @@ class Expert:
                 return
 
 
-def generate(questions: Sequence[Question], make_env: Callable[[], BrowserEnv], *, seed: int = 0,
-             max_results: int = 6, recall: bool = False,
-             ) -> Iterator[tuple[Question, EpisodeRecord | None]]:  # fmt: skip
+def generate(
+    questions: Sequence[Question],
+    make_env: Callable[[], BrowserEnv],
+    *,
+    seed: int = 0,
+    max_results: int = 6,
+    recall: bool = False,
+) -> Iterator[tuple[Question, EpisodeRecord | None]]:
     """One expert attempt per question (None when it found no quotable answer and, with
     `recall`, could not even show a recall answer)."""
     rng = random.Random(seed)
     for q in questions:
         expert = Expert(make_env(), q, random.Random(rng.randrange(2**31)), max_results=max_results)
         record = expert.run()
-        if record is not None and not any(_has_alias(x.extract, q.aliases) for x in record.quotes):
+        if record is not None and not any(holds_alias(x.extract, q.aliases) for x in record.quotes):
             record = None
         if record is None and recall:
             record = expert.recall()
@@ -222,8 +238,14 @@ def to_prompt_completion(record: EpisodeRecord, fmt: PromptFormat, tokenizer=Non
         )
         prompt = fmt.prompt(step.phase, observation, tokenizer)  # type: ignore[arg-type]
         completion = fmt.lead(step.phase) + step.action.strip() + "\n"
-        rows.append({"prompt": prompt, "completion": completion, "phase": step.phase,
-                     "episode_id": record.id})  # fmt: skip
+        rows.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "phase": step.phase,
+                "episode_id": record.id,
+            }
+        )
     return rows
 
 
@@ -252,3 +274,57 @@ def done_ids(path: str | Path) -> set[str]:
         if p.exists():
             ids |= {r.get("meta", {}).get("question_id") for r in read_jsonl(p)}
     return ids
+
+
+@dataclass
+class DemosArgs:
+    """Gold-guided expert demonstrations (episode records), optionally exported as prompt/completion."""
+
+    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """Questions with answers (any layout `eval` reads). Never the evaluation set."""
+    out: str = "runs/demos.jsonl"
+    """Episode records are appended here; a rerun skips questions already attempted."""
+    export: str | None = None
+    """Also write TRL {"prompt","completion"} lines (zero-shot prompts) to this file."""
+    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=DEMO_MAX_ACTIONS))
+    limit: int | None = None
+    """Only the first N questions."""
+    seed: int = 0
+    """Varies the expert's trajectories."""
+    max_results: int = 6
+    """Results per search the expert opens before reformulating."""
+    recall: bool = False
+    """Where the corpus gives no quotable answer, keep a recall demonstration: an off-target
+    quote and the answer from memory, uncited (only its answer step is imitated)."""
+    debug: bool = False
+    """Show tracebacks."""
+
+
+def record_demonstrations(
+    args: DemosArgs, progress: Callable[[int, int, int], None] | None = None
+) -> tuple[int, int]:
+    """Demonstrations of DATASET's questions not yet attempted, appended to OUT one by one (a
+    question that gave none is remembered beside it, so a rerun resumes). `progress(done, todo,
+    kept)` after each question. Returns (demonstrations kept, questions attempted)."""
+    from webagent.datasets import load_questions
+
+    questions = load_questions(args.dataset)[: args.limit]
+    done = done_ids(args.out)
+    todo = [q for q in questions if q.id not in done]
+    kept = 0
+    attempts = generate(
+        todo,
+        args.env.env_factory(),
+        seed=args.seed,
+        max_results=args.max_results,
+        recall=args.recall,
+    )
+    for i, (q, record) in enumerate(attempts, start=1):
+        if record is not None:
+            append_jsonl(args.out, [record])
+            kept += 1
+        else:  # remember the attempt so a resumed run does not repeat it
+            append_jsonl(skipped_path(args.out), [{"meta": {"question_id": q.id}}])
+        if progress is not None:
+            progress(i, len(todo), kept)
+    return kept, len(todo)

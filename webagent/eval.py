@@ -24,6 +24,7 @@ from env.errors import CacheError
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
+from reward.checkpoint import check_fingerprint
 from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
 from webagent.metrics import (
@@ -32,11 +33,11 @@ from webagent.metrics import (
     contains,
     exact_match,
     f1,
-    normalize,
+    normalize_answer,
     supported,
 )
 from webagent.prompts import completion_to_action
-from webagent.rollout import Task, run_episodes
+from webagent.rollout import Task, grouped, run_episodes
 
 SUMMARY_KEYS = ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
                 "no_answer_rate", "seconds_per_question"]  # fmt: skip
@@ -51,9 +52,8 @@ class EvalArgs:
     out: str = "runs/eval"
     """Run directory (created; an existing one with the same settings is resumed)."""
     policy: PolicyArgs = field(default_factory=PolicyArgs)
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
-    """Browser settings; 10 actions by default: a TriviaQA answer takes ~4 (search, click, quote,
-    end), and past that the few-shot policy mostly loops, so more only costs time."""
+    env: EnvArgs = field(default_factory=EnvArgs)
+    """Browser settings (10 actions by default: `webagent.config.MAX_ACTIONS`)."""
     closed_book: bool = False
     """Baseline: the model answers from the question alone."""
     rag: int = 0
@@ -120,7 +120,7 @@ class CorpusIndex:
             source._ensure_index()  # a ZIM archive lists its articles on first search
             docs = source.docs
         self.text = (
-            " " + " \n ".join(normalize(f"{d.title}. {d.text}") for d in docs) + " "
+            " " + " \n ".join(normalize_answer(f"{d.title}. {d.text}") for d in docs) + " "
             if docs
             else None
         )
@@ -128,7 +128,7 @@ class CorpusIndex:
     def contains(self, aliases: Sequence[str]) -> float | None:
         if self.text is None:
             return None
-        return float(any(f" {a} " in self.text for a in map(normalize, aliases) if a))
+        return float(any(f" {a} " in self.text for a in map(normalize_answer, aliases) if a))
 
 
 # ----------------------------------------------------------------------------- runs
@@ -155,14 +155,8 @@ def _rows_browse(
     from reward.model import RewardScorer
 
     scorer = RewardScorer(args.rm)
-    pending: dict[int, dict[int, EpisodeRecord]] = {}
-    for i, record in run_episodes(policy, tasks, make_env, config):
-        qi, k = divmod(i, n)
-        pending.setdefault(qi, {})[k] = record
-        if len(pending[qi]) == n:
-            group = pending.pop(qi)
-            records = [group[j] for j in range(n)]
-            yield questions[qi], best_of_row(questions[qi], records, scorer, cache)
+    for qi, records in grouped(run_episodes(policy, tasks, make_env, config), n):
+        yield questions[qi], best_of_row(questions[qi], records, scorer, cache)
 
 
 def best_of_row(question: Question, records: list[EpisodeRecord], scorer, cache) -> dict:
@@ -283,10 +277,7 @@ def run(args: EvalArgs) -> Path:
     config_path = out / "config.json"
     if config_path.exists():
         before = json.loads(config_path.read_text())
-        if {k: before.get(k) for k in settings} != settings:
-            raise ValueError(
-                f"{out} holds a run with other settings ({config_path}); choose another --out"
-            )
+        check_fingerprint({k: before.get(k) for k in settings}, settings, config_path)
     else:
         config_path.write_text(json.dumps(settings, indent=2))
 

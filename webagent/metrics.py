@@ -19,7 +19,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation + "‘’´`")
 
 
-def normalize(text: str) -> str:
+def normalize_answer(text: str | None) -> str:
     """TriviaQA's official answer normalisation (triviaqa_evaluation.normalize_answer).
 
     Plus Unicode NFC first, so a composed and a decomposed "é" compare equal.
@@ -32,16 +32,16 @@ def normalize(text: str) -> str:
 
 
 def exact_match(prediction: str | None, aliases: Sequence[str]) -> float:
-    p = normalize(strip_citations(prediction))
-    return float(bool(p) and any(p == normalize(a) for a in aliases))
+    p = normalize_answer(strip_citations(prediction))
+    return float(bool(p) and any(p == normalize_answer(a) for a in aliases))
 
 
 def f1(prediction: str | None, aliases: Sequence[str]) -> float:
     """Token F1 against the best alias."""
-    pred = normalize(strip_citations(prediction)).split()
+    pred = normalize_answer(strip_citations(prediction)).split()
     best = 0.0
     for alias in aliases:
-        gold = normalize(alias).split()
+        gold = normalize_answer(alias).split()
         common = Counter(pred) & Counter(gold)
         same = sum(common.values())
         if same:
@@ -50,14 +50,16 @@ def f1(prediction: str | None, aliases: Sequence[str]) -> float:
     return best
 
 
-def _contains(text: str, alias: str) -> bool:
-    a = normalize(alias)
-    return bool(a) and f" {a} " in f" {normalize(text)} "
+def holds_alias(text: str | None, aliases: Sequence[str]) -> bool:
+    """An alias appears in the text as whole words, both answer-normalised: the one test of
+    "does this text hold the answer" (metrics here, the expert's choices in `demos`)."""
+    t = f" {normalize_answer(text)} "
+    return any(f" {a} " in t for a in map(normalize_answer, aliases) if a)
 
 
 def contains(prediction: str | None, aliases: Sequence[str]) -> float:
     """An alias appears (as whole words) in the answer."""
-    return float(any(_contains(strip_citations(prediction), a) for a in aliases))
+    return float(holds_alias(strip_citations(prediction), aliases))
 
 
 def citation_valid(prediction: str | None, n_quotes: int) -> float:
@@ -69,10 +71,10 @@ def citation_valid(prediction: str | None, n_quotes: int) -> float:
 def supported(prediction: str | None, aliases: Sequence[str], quotes: Sequence[str]) -> float:
     """An alias the answer names also appears in a quote the answer cites."""
     numbers = [n for n in cited(prediction) if 1 <= n <= len(quotes)]
-    named = [a for a in aliases if _contains(strip_citations(prediction), a)]
-    return float(any(_contains(quotes[n - 1], a) for a in named for n in numbers))
+    named = [a for a in aliases if holds_alias(strip_citations(prediction), [a])]
+    return float(any(holds_alias(quotes[n - 1], named) for n in numbers))
 
 
 def any_alias_in(texts: Sequence[str], aliases: Sequence[str]) -> bool:
     """An alias appears in any of the texts (coverage: did the agent ever see the answer?)."""
-    return any(_contains(t, a) for t in texts for a in aliases)
+    return any(holds_alias(t, aliases) for t in texts)

@@ -21,9 +21,9 @@ GGUF cache
 ----------
 Dequantizing a GGUF takes 20-70 s on 2 CPU cores, so :func:`prepare` does it once: it
 dequantizes to float32, rebuilds a plain transformers model from the config and state dict,
-saves it with safetensors together with the tokenizer into ``cache_dir()/models/<name>/`` and checks that the reloaded
+saves it with safetensors together with the tokenizer into ``cache_root()/models/<name>/`` and checks that the reloaded
 model gives bit-identical logits and the reloaded tokenizer identical token ids.  The work
-happens in ``cache_dir()/models/.staging/<name>/`` under a per-name file lock and is renamed
+happens in ``cache_root()/models/.staging/<name>/`` under a per-name file lock and is renamed
 into place only when complete (the last file written is ``webagent-cache.json``; only a
 directory holding it is ever loaded), so an interrupted or concurrent prepare never leaves a
 cache that loads.  Later loads read the safetensors directly (~1 s; Gemma's 262k-entry
@@ -64,6 +64,7 @@ from typing import Any, Literal
 
 import torch
 
+from env.paths import cache_root
 from reward.model import last_positions  # one home: the reward model pools at the same place
 
 __all__ = [
@@ -74,7 +75,7 @@ __all__ = [
     "LoadedModel",
     "ModelSpecError",
     "ResolvedSpec",
-    "cache_dir",
+    "cache_root",
     "hidden_states",
     "cache_info",
     "is_prepared",
@@ -186,12 +187,6 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 DEFAULT_MODEL = "gemma3-270m"
 
 
-def cache_dir() -> Path:
-    """``$WEBAGENT_CACHE`` or ``~/.cache/webagent``; prepared models live in ``models/<name>/``."""
-    env = os.environ.get("WEBAGENT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "webagent"
-
-
 # --------------------------------------------------------------------------------------------
 # Resolving specs
 # --------------------------------------------------------------------------------------------
@@ -216,7 +211,7 @@ class ResolvedSpec:
     def cache_path(self) -> Path | None:
         """Where :func:`prepare` puts the dequantized model (GGUF kinds only)."""
         if self.kind in ("known", "gguf"):
-            return cache_dir() / "models" / self.name
+            return cache_root() / "models" / self.name
         return None
 
 
@@ -422,7 +417,7 @@ def prepare(spec: str = DEFAULT_MODEL) -> Path:
     """Do the one-time work for ``spec`` and return the directory to load from.
 
     For GGUF specs (known names, ``.gguf`` paths): assemble/locate the GGUF, dequantize it,
-    save safetensors + config + tokenizer into ``cache_dir()/models/<name>/`` and verify them.
+    save safetensors + config + tokenizer into ``cache_root()/models/<name>/`` and verify them.
     Idempotent (a complete cache returns at once) and safe against interruption and
     concurrent calls (a per-name file lock; only a directory holding ``webagent-cache.json``
     is ever loaded).  For a checkpoint, prepares its base and returns the checkpoint dir;
@@ -443,7 +438,7 @@ def _prepare_resolved(r: ResolvedSpec) -> Path:
     final = r.cache_path
     if _read_marker(final) is not None:
         return final
-    # Work happens in cache_dir()/models/.staging/<name>/ (same filesystem, so the final
+    # Work happens in cache_root()/models/.staging/<name>/ (same filesystem, so the final
     # rename is atomic), under a per-name lock.
     staging = final.parent / ".staging" / r.name
     with _file_lock(final.parent / ".staging" / f"{r.name}.lock"):

@@ -57,9 +57,16 @@ class _Worked:
         """(observation, command) pairs, rendered by the live observation formatter."""
 
         def obs(past: list[str], title: str | None, lines: list[str], quotes=()) -> str:
-            return render_browse(question=self.question, quotes=list(quotes), past_actions=past,
-                                 title=title, lines=lines, cursor=0, window_lines=10,
-                                 actions_left=100 - len(past))  # fmt: skip
+            return render_browse(
+                question=self.question,
+                quotes=list(quotes),
+                past_actions=past,
+                title=title,
+                lines=lines,
+                cursor=0,
+                window_lines=10,
+                actions_left=100 - len(past),
+            )
 
         s1, s2, s3 = f"Search {self.query}", "Clicked on link 0", f"Quote: {self.quote}"
         page_title = f"{self.title} (en.wikipedia.org)"
@@ -150,7 +157,7 @@ _ANSWER_EXAMPLES = [worked.answer_step() for worked in _WORKED] + [
                     "The fall of the Berlin Wall on 9 November 1989 was a pivotal event.",
                 ),
             ],
-        ),  # fmt: skip
+        ),
         "1989 [1][2]",
     )
 ]

@@ -8,13 +8,13 @@ a JSON-lines file. The model is loaded on the first question, so driving needs n
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from env.browser import BrowserEnv
+from env.paths import cache_root
 from env.record import EpisodeRecord, append_jsonl
 from webagent.answers import describe_step, format_answer
 
@@ -63,8 +63,7 @@ class Repl:
         print(text, file=self.out, flush=True)
 
     def run(self) -> None:
-        history = Path(os.environ.get("WEBAGENT_CACHE") or Path.home() / ".cache" / "webagent")
-        _enable_line_editing(history / "repl_history")
+        _enable_line_editing(cache_root() / "repl_history")
         self.say("webagent repl — type a question, or :help")
         while True:
             try:

@@ -11,7 +11,7 @@ environment's own steps, so the record is complete when the episode ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -183,8 +183,29 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     return record
 
 
-def run_one(policy: HFPolicy, question: str, make_env: Callable[[], BrowserEnv],
-            config: RunConfig = RunConfig(), *, on_step: StepCallback | None = None) -> EpisodeRecord:  # fmt: skip
+def grouped(
+    finished: Iterable[tuple[int, EpisodeRecord]], k: int
+) -> Iterator[tuple[int, list[EpisodeRecord]]]:
+    """K samples per question: `run_episodes` over tasks laid out question by question (task
+    i is sample i % k of question i // k) -> (question index, its k records in sample order),
+    each question as soon as its last sample ends, so a caller can save it before the next."""
+    pending: dict[int, dict[int, EpisodeRecord]] = {}
+    for i, record in finished:
+        question, sample = divmod(i, k)
+        pending.setdefault(question, {})[sample] = record
+        if len(pending[question]) == k:
+            done = pending.pop(question)
+            yield question, [done[j] for j in range(k)]
+
+
+def run_one(
+    policy: HFPolicy,
+    question: str,
+    make_env: Callable[[], BrowserEnv],
+    config: RunConfig = RunConfig(),
+    *,
+    on_step: StepCallback | None = None,
+) -> EpisodeRecord:
     """A single episode (the `ask` path)."""
     ((_, record),) = list(run_episodes(policy, [question], make_env, config, on_step=on_step))
     return record
@@ -206,17 +227,35 @@ def reanswer(
         observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
         prompts = [policy.prompt("answer", o) for o in observations]
         t0 = time.perf_counter()
-        generations = policy.generate(prompts, max_new_tokens=config.answer_max_new_tokens,
-                                      sampling=config.sampling, seeds=part_seeds)  # fmt: skip
+        generations = policy.generate(
+            prompts,
+            max_new_tokens=config.answer_max_new_tokens,
+            sampling=config.sampling,
+            seeds=part_seeds,
+        )
         seconds = (time.perf_counter() - t0) / len(part)
-        for record, seed, obs, prompt, gen in zip(part, part_seeds, observations, prompts, generations, strict=True):  # fmt: skip
+        for record, seed, obs, prompt, gen in zip(
+            part, part_seeds, observations, prompts, generations, strict=True
+        ):
             clone = EpisodeRecord.from_dict(record.to_dict())
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
             action = completion_to_action(gen.text)
-            clone.steps = [replace(last, observation=obs, prompt=prompt, action=action, completion=gen.text,
-                                   token_ids=gen.token_ids, logprobs=gen.logprobs, prompt_tokens=gen.prompt_tokens,
-                                   seconds=seconds, command=None, error=None)]  # fmt: skip
+            clone.steps = [
+                replace(
+                    last,
+                    observation=obs,
+                    prompt=prompt,
+                    action=action,
+                    completion=gen.text,
+                    token_ids=gen.token_ids,
+                    logprobs=gen.logprobs,
+                    prompt_tokens=gen.prompt_tokens,
+                    seconds=seconds,
+                    command=None,
+                    error=None,
+                )
+            ]
             clone.answer = action or None
             clone.model = policy.name
             clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}

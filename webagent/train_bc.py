@@ -26,12 +26,9 @@ One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -43,10 +40,18 @@ import torch
 import tyro
 
 from env.record import EpisodeRecord, read_jsonl
-from reward.checkpoint import resume_state, write_dir
+from reward.checkpoint import (
+    check_fingerprint,
+    file_sha256,
+    restore_trainable,
+    resume_state,
+    trainable_state,
+    write_dir,
+)
+from reward.model import pad_token_id
 from webagent.answers import cited
+from webagent.checkpoints import save_policy
 from webagent.models import (
-    CHECKPOINT_META,
     checkpoint_meta,
     hidden_states,
     load,
@@ -72,8 +77,11 @@ class Args:
     full: bool = False
     """Fine-tune every weight instead of a LoRA adapter."""
     lora_r: int = 16
+    """LoRA rank: the inner dimension of each adapter."""
     lora_alpha: int = 32
+    """LoRA scale: an adapter's update is multiplied by lora_alpha / lora_r."""
     lora_dropout: float = 0.05
+    """Dropout on the adapters' inputs while training."""
     lora_targets: str = "all-linear"
     """peft target_modules: all-linear or a comma-separated list of module names."""
     chat: bool = True
@@ -91,9 +99,13 @@ class Args:
     min_lr_ratio: float = 0.1
     """The cosine schedule decays to learning_rate x this."""
     warmup_steps: int = 10
+    """Optimizer steps of linear warmup to the peak learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's beta1 and beta2."""
     max_grad_norm: float = 1.0
+    """Gradient norm clip per optimizer step."""
     max_length: int = 1024
     """Tokens per row; longer prompts lose their oldest tokens (the completion is kept whole)."""
     val_fraction: float = 0.05
@@ -108,6 +120,7 @@ class Args:
     save_every: int = 25
     """Optimizer steps between resumable checkpoints."""
     seed: int = 0
+    """Seeds the training order and the adapters' initial weights."""
     limit: int | None = None
     """Only the first N rows (smoke runs)."""
     phases: tuple[str, ...] = ("browse", "answer")
@@ -128,14 +141,6 @@ class Args:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_rows(path: str | Path, fmt, tokenizer) -> list[dict]:
@@ -262,8 +267,13 @@ def with_lora(model, args: Args):
     targets: Any = args.lora_targets
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")  # fmt: skip
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
@@ -285,40 +295,29 @@ def answer_style(rows: list[dict], init_meta: dict | None) -> str:
 
 def _provenance(spec: str, meta: dict) -> dict:
     """Where a continued run started: the policy's spec and what it was trained on."""
-    return {"spec": str(spec), "data": meta.get("data"), "data_sha256": meta.get("data_sha256"),
-            "steps": meta.get("steps"), "init": meta.get("init")}  # fmt: skip
-
-
-def save_policy(model, tokenizer, directory: Path, meta: dict) -> None:
-    """The loadable policy: adapter (or full weights) + tokenizer + webagent.json, atomically."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if meta.get("adapter") is None:  # full fine-tune: a plain HF directory needs its tokenizer
-        tokenizer.save_pretrained(tmp)
-    (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
-    _replace_dir(tmp, directory, keep=("last", "log.jsonl", "MODEL_CARD.md"))
-
-
-def _replace_dir(tmp: Path, directory: Path, keep: tuple[str, ...] = ()) -> None:
-    """Move tmp's files into directory (files replaced one by one with os.replace)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.iterdir():
-        if old.name not in keep and old.is_file() and not (tmp / old.name).exists():
-            old.unlink()
-    for f in tmp.iterdir():
-        os.replace(f, directory / f.name)
-    tmp.rmdir()
+    return {
+        "spec": str(spec),
+        "data": meta.get("data"),
+        "data_sha256": meta.get("data_sha256"),
+        "steps": meta.get("steps"),
+        "init": meta.get("init"),
+    }
 
 
 def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None:
     """Everything a resumed run needs, in OUT/last (written beside, then swapped in)."""
-    trainable = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+    trainable = trainable_state(model)
 
     def fill(tmp: Path) -> None:
-        torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "step": step,
-                    "rng": torch.get_rng_state()}, tmp / "state.pt")  # fmt: skip
+        torch.save(
+            {
+                "trainable": trainable,
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "rng": torch.get_rng_state(),
+            },
+            tmp / "state.pt",
+        )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     write_dir(directory, fill)
@@ -327,16 +326,9 @@ def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None
 def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict]:
     """Restore OUT/last if it was written by a run with the same data and settings."""
     meta = json.loads((directory / "meta.json").read_text())
-    if meta.get("fingerprint") != fingerprint:
-        diff = {k: (meta.get("fingerprint", {}).get(k), v) for k, v in fingerprint.items()
-                if meta.get("fingerprint", {}).get(k) != v}  # fmt: skip
-        raise ValueError(
-            f"{directory} was written by a different run ({diff}); use another --out or delete it"
-        )
+    check_fingerprint(meta.get("fingerprint"), fingerprint, directory)
     state = torch.load(directory / "state.pt", weights_only=False)
-    params = dict(model.named_parameters())
-    for k, v in state["trainable"].items():
-        params[k].data.copy_(v)
+    restore_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return state["step"], meta
@@ -373,7 +365,7 @@ def main(args: Args) -> Path:
         loaded, base_model, init_meta = load(args.model), args.model, None
     tokenizer, model = loaded.tokenizer, loaded.model
     fmt = format_for(tokenizer, prefer_chat=args.chat, examples=0)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
 
     rows = [
         r for r in load_rows(args.demos, fmt, tokenizer) if r.get("phase", "browse") in args.phases
@@ -406,14 +398,27 @@ def main(args: Args) -> Path:
         model = with_lora(model, args)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, betas=args.adam_betas,
-                                  weight_decay=args.weight_decay)  # fmt: skip
-    fingerprint = {"data_sha256": file_sha256(args.demos), "model": args.model, "full": args.full,
-                   "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "world": world,
-                   "seed": args.seed, "val_seed": args.val_seed, "total_steps": total_steps, "limit": args.limit,
-                   "learning_rate": args.learning_rate, "lora_r": args.lora_r,
-                   "init": args.init, "phases": list(args.phases), "keep_browse": args.keep_browse,
-                   "cited_weight": args.cited_weight}  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        params, lr=args.learning_rate, betas=args.adam_betas, weight_decay=args.weight_decay
+    )
+    fingerprint = {
+        "data_sha256": file_sha256(args.demos),
+        "model": args.model,
+        "full": args.full,
+        "micro_batch": args.micro_batch,
+        "grad_accum": args.grad_accum,
+        "world": world,
+        "seed": args.seed,
+        "val_seed": args.val_seed,
+        "total_steps": total_steps,
+        "limit": args.limit,
+        "learning_rate": args.learning_rate,
+        "lora_r": args.lora_r,
+        "init": args.init,
+        "phases": list(args.phases),
+        "keep_browse": args.keep_browse,
+        "cited_weight": args.cited_weight,
+    }
     step, log = 0, {"train": [], "val": []}
     if resume_state(out / "last") is not None:
         step, meta = load_state(out / "last", model, optimizer, fingerprint)
@@ -438,6 +443,10 @@ def main(args: Args) -> Path:
         wrapped.train()
         return float(nll / count.clamp(min=1))
 
+    def checkpoint(step: int) -> None:
+        model = unwrap_ddp(accelerator, wrapped).model
+        save_state(out / "last", model, optimizer, step, {"fingerprint": fingerprint, "log": log})
+
     meta = {
         "base_model": base_model,
         "kind": "bc",
@@ -452,8 +461,13 @@ def main(args: Args) -> Path:
         "processes": world,
     }
     t_start, tokens_seen = time.time(), 0
-    bar = tqdm(total=total_steps, initial=step, desc="bc", disable=not accelerator.is_main_process,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc="bc",
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
     stop = StopRequest()
     try:
         while step < total_steps:
@@ -492,16 +506,17 @@ def main(args: Args) -> Path:
             bar.set_postfix(postfix)
             bar.update(1)
             if (step % args.save_every == 0 or step == total_steps) and accelerator.is_main_process:
-                save_state(out / "last", unwrap_ddp(accelerator, wrapped).model, optimizer, step,
-                           {"fingerprint": fingerprint, "log": log})  # fmt: skip
+                checkpoint(step)
             # Ctrl-C / SIGTERM ends the run between steps, on every process at once
             if float(accelerator.reduce(torch.tensor(float(stop.requested)), "sum")) > 0:
                 if accelerator.is_main_process:
-                    save_state(out / "last", unwrap_ddp(accelerator, wrapped).model, optimizer,
-                               step, {"fingerprint": fingerprint, "log": log})  # fmt: skip
+                    checkpoint(step)
                     bar.close()
-                    print(f"\ninterrupted at step {step}/{total_steps}; saved {out / 'last'}; "
-                          "rerun the same command to resume", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"\ninterrupted at step {step}/{total_steps}; saved {out / 'last'}; "
+                        "rerun the same command to resume",
+                        file=sys.stderr,
+                    )
                 raise KeyboardInterrupt
             accelerator.wait_for_everyone()
     finally:
@@ -510,9 +525,14 @@ def main(args: Args) -> Path:
     seconds = time.time() - t_start
     if accelerator.is_main_process:
         policy = unwrap_ddp(accelerator, wrapped).model
-        meta.update(steps=step, train_loss=log["train"][-1][1] if log["train"] else None,
-                    val_loss=log["val"][-1][1] if log["val"] else None, losses=log,
-                    seconds_this_session=round(seconds, 1), tokens_this_session=tokens_seen)  # fmt: skip
+        meta.update(
+            steps=step,
+            train_loss=log["train"][-1][1] if log["train"] else None,
+            val_loss=log["val"][-1][1] if log["val"] else None,
+            losses=log,
+            seconds_this_session=round(seconds, 1),
+            tokens_this_session=tokens_seen,
+        )
         save_policy(policy, tokenizer, out, meta)
         with open(out / "log.jsonl", "w") as f:
             for s, loss, lr in log["train"]:

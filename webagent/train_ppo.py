@@ -3,24 +3,29 @@
     webagent train ppo ../shared/data/triviaqa/train.jsonl --policy runs/bc/policy --rm runs/rm/minilm --out runs/ppo
     accelerate launch --multi_gpu --num_processes 2 -m webagent.train_ppo DATASET --policy … --rm … --out …
 
-One file, CleanRL style: `Args` names every setting, `main` is the whole loop.
+One file, CleanRL style: `Args` names and documents every setting; `main` is the loop, a short
+list of named steps.
 
-An iteration:
-1. **Rollout.** The current policy plays `episodes_per_iteration` whole episodes (browse, then
-   answer) in the environment with plain sampling at `temperature` (no admissible-action aid:
-   PPO needs the log-probabilities of exactly the distribution it samples from). Each step's
-   prompt (the observation) is context; the tokens the policy wrote are the actions.
-2. **Scoring.** The reward model scores the final answer with its quotes
+An iteration (each step is the function named in brackets; `main` calls them in turn):
+1. **Rollout** (`collect_episodes`). The current policy plays `episodes_per_iteration` whole
+   episodes (browse, then answer) in the environment with plain sampling at `temperature` (no
+   admissible-action aid: PPO needs the log-probabilities of exactly the distribution it
+   samples from). Each step's prompt (the observation) is context; the tokens the policy wrote
+   are the actions. `EpisodeSeeds` gives every episode of the run its own seed.
+2. **Scoring** (`score_episodes`). The reward model scores the final answer with its quotes
    (`reward.text.reward_text`), normalised by a running mean/std of scores. An episode with no
    answer gets `no_answer_reward` instead; one that ran out of actions also gets `budget_penalty`.
-3. **Per-token rewards.** Each generated token gets -kl_coef * (log pi(a) - log pi_ref(a)), the
-   KL penalty to the frozen behaviour-cloned policy; the last generated token of the episode
-   also gets the episode's score. An episode's generated tokens, across all its steps, form
-   one trajectory.
-4. **GAE** over that trajectory (gamma = 1, lambda = 0.95 by default), values from a scalar head
-   on the policy's last hidden states; advantages whitened over the batch.
-5. **Update.** `update_epochs` passes of minibatches of steps: clipped ratio objective, clipped
-   value loss, optional entropy bonus, gradient clipping. Only the generated tokens carry loss.
+3. **Per-token rewards** (`compute_advantages`). Each generated token gets
+   -kl_coef * (log pi(a) - log pi_ref(a)), the KL penalty to the frozen behaviour-cloned
+   policy; the last generated token of the episode also gets the episode's score. An
+   episode's generated tokens, across all its steps, form one trajectory.
+4. **GAE** (`compute_advantages`) over that trajectory (gamma = 1, lambda = 0.95 by default),
+   values from a scalar head on the policy's last hidden states; advantages whitened over the
+   batch.
+5. **Update** (`update`). `update_epochs` passes of minibatches of steps: clipped ratio
+   objective, clipped value loss, optional entropy bonus, gradient clipping. Only the generated
+   tokens carry loss.
+6. **Log and checkpoint** (`adapt_kl`, `log_row`, `save_checkpoint`; at the end `save_final`).
 The policy is the BC LoRA adapter trained further; the reference is a frozen copy of it. The
 model stays in eval mode throughout (no dropout), so the log-probabilities recomputed for the
 update are those of the policy that sampled. Every iteration is checkpointed to OUT/last; a
@@ -39,23 +44,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import tyro
 
 from env.browser import BrowserEnv
 from env.record import EpisodeRecord
-from reward.checkpoint import resume_state, write_dir
+from reward.checkpoint import load_resume, restore_trainable, trainable_state, write_dir
+from webagent.checkpoints import save_policy
 from webagent.config import EnvArgs
-from webagent.models import (
-    CHECKPOINT_META,
-    checkpoint_meta,
-    hidden_states,
-    load,
-    logits_for,
-    trainable_policy,
-)
+from webagent.models import checkpoint_meta, hidden_states, load, logits_for, trainable_policy
+from webagent.rollout import answerable
 
 
 @dataclass
@@ -69,25 +69,39 @@ class Args:
     rm: str = "runs/rm/model"
     """Reward model directory (`webagent train rm`)."""
     out: str = "runs/ppo"
-    env: EnvArgs = field(default_factory=lambda: EnvArgs(max_actions=10))
+    """Run directory: the trained policy, OUT/last (resume state), log.jsonl and log.png."""
+    env: EnvArgs = field(default_factory=EnvArgs)
+    """Page source and budgets of the training episodes."""
     iterations: int = 20
+    """Rollout-then-update iterations in all (a rerun with more extends a finished run)."""
     episodes_per_iteration: int = 16
     """Episodes sampled per iteration per process."""
     batch: int = 8
     """Episodes decoded together during rollouts."""
     temperature: float = 1.0
+    """Sampling temperature of rollouts; the log-probabilities trained are those at it."""
     learning_rate: float = 1e-5
+    """Adam step size for the LoRA adapter and the value head."""
     adam_eps: float = 1e-5
+    """Adam epsilon (CleanRL's 1e-5 rather than PyTorch's 1e-8)."""
     update_epochs: int = 2
+    """Passes over an iteration's steps in the update."""
     minibatch_steps: int = 8
     """Steps (prompt + generated tokens) per minibatch."""
     gamma: float = 1.0
+    """Discount per generated token (1: an episode's score reaches its first token undiminished)."""
     gae_lambda: float = 0.95
+    """GAE's lambda: 1 is the Monte-Carlo return, 0 the one-step TD error."""
     clip_coef: float = 0.2
+    """Clip range of the probability ratio in the surrogate objective."""
     vf_clip: float = 0.2
+    """Clip range of the value change in the value loss."""
     vf_coef: float = 0.5
+    """Weight of the value loss."""
     ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
     max_grad_norm: float = 1.0
+    """Gradient norm clip per minibatch."""
     kl_coef: float = 0.02
     """Per-token KL penalty to the BC policy."""
     adaptive_kl: bool = False
@@ -95,11 +109,13 @@ class Args:
     target_kl: float = 6.0
     """Target KL per episode (nats) for --adaptive-kl."""
     kl_horizon: int = 10_000
+    """Episodes over which --adaptive-kl moves kl_coef by its (clipped) relative error."""
     no_answer_reward: float = -1.0
     """Score (after normalisation) of an episode that gave no answer."""
     budget_penalty: float = 0.0
     """Added to the score of an episode that exhausted its action budget."""
     normalize_reward: bool = True
+    """Divide reward-model scores by a running std after subtracting a running mean."""
     budget_range: tuple[int, int] | None = None
     """Sample each episode's action budget uniformly from this range (WebGPT: 20 100)."""
     answer_only_fraction: float = 0.0
@@ -110,8 +126,11 @@ class Args:
     shuffled cycle. Answer phases are ~10x shorter than whole episodes, which is what a CPU can
     train on (bench/README.md, PPO)."""
     max_new_tokens: int = 48
+    """Tokens the policy may write per step (a command or the answer)."""
     seed: int = 0
+    """Seeds the question picks, budgets, episode sampling and minibatch order."""
     debug: bool = False
+    """Show tracebacks."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,9 +271,13 @@ def ppo_loss(new_logp, entropy, new_values, batch: dict, args: Args) -> tuple[to
     ent = entropy.mean()
     loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent
     with torch.no_grad():
-        stats = {"pg_loss": float(pg_loss), "value_loss": float(v_loss), "entropy": float(ent),
-                 "approx_kl": float(((ratio - 1) - log_ratio).mean()),
-                 "clipfrac": float(((ratio - 1).abs() > args.clip_coef).float().mean())}  # fmt: skip
+        stats = {
+            "pg_loss": float(pg_loss),
+            "value_loss": float(v_loss),
+            "entropy": float(ent),
+            "approx_kl": float(((ratio - 1) - log_ratio).mean()),
+            "clipfrac": float(((ratio - 1).abs() > args.clip_coef).float().mean()),
+        }
     return loss, stats
 
 
@@ -284,9 +307,79 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
+def spread(segments: list[Segment], **flat: torch.Tensor) -> None:
+    """Cut per-token tensors, flat over `segments`' generated tokens in order, back into the
+    segments' fields of the same names."""
+    sizes = [len(s.action_ids) for s in segments]
+    for name, values in flat.items():
+        for s, part in zip(segments, torch.split(values, sizes), strict=True):
+            setattr(s, name, part)
+
+
+def whiten_advantages(segments: list[Segment]) -> None:
+    """Advantages to zero mean and unit std over the whole batch (std 1 for a single token)."""
+    if not segments:
+        return
+    flat = torch.cat([s.advantages for s in segments])
+    std = flat.std().clamp(min=1e-8) if len(flat) > 1 else torch.tensor(1.0)
+    spread(segments, advantages=(flat - flat.mean()) / std)
+
+
+def targets_of(segments: list[Segment]) -> dict[str, torch.Tensor]:
+    """What `ppo_loss` compares a minibatch's new log-probs and values against."""
+    return {
+        "old_logp": torch.cat([s.old_logprobs for s in segments]),
+        "advantages": torch.cat([s.advantages for s in segments]),
+        "old_values": torch.cat([s.values for s in segments]),
+        "returns": torch.cat([s.returns for s in segments]),
+    }
+
+
+@torch.no_grad()
+def evaluate_segments(
+    net: PolicyAndValue, ref_model, segments: list[Segment], pad_id: int, chunk: int = 4
+) -> None:
+    """Fill each segment's old log-probs and values (current policy) and reference log-probs."""
+    for i in range(0, len(segments), chunk):
+        part = segments[i : i + chunk]
+        batch = collate(part, pad_id)
+        logp, _, values = net(**batch)
+        ref_logp = action_logprobs(ref_model, **batch, temperature=net.temperature)
+        spread(part, old_logprobs=logp, values=values, ref_logprobs=ref_logp)
+
+
 # --------------------------------------------------------------------------------------------
-# The loop
+# Episodes: three sources, one seed scheme
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpisodeSeeds:
+    """The seeds of one process's episodes in one iteration: the one home of PPO's seed
+    arithmetic, so that no two episodes of a run (on any process) share a seed while the run
+    samples fewer than 10,000 episodes (re-answers start at that offset).
+
+    Process `rank` of `world` owns slot `iteration * world + rank` of the run. Its n-th episode
+    (whole, or on a recorded browse, whose place in the cycle of browses it also is) samples
+    with `episode(n)`, its n-th re-answer of its own browses with `reanswer(n)`; its Python RNG
+    (question picks, budgets, which browses to re-answer, minibatch order) is seeded per slot."""
+
+    base: int
+    rng_seed: int
+
+    @classmethod
+    def of(cls, args: Args, iteration: int, rank: int, world: int) -> EpisodeSeeds:
+        slot = iteration * world + rank
+        return cls(base=slot * args.episodes_per_iteration, rng_seed=args.seed * 1_000_003 + slot)
+
+    def episode(self, n: int) -> int:
+        return self.base + n
+
+    def reanswer(self, n: int) -> int:
+        return self.base + 10_000 + n
+
+    def rng(self) -> random.Random:
+        return random.Random(self.rng_seed)
 
 
 def env_factory(args: Args, rng: random.Random):
@@ -304,27 +397,6 @@ def env_factory(args: Args, rng: random.Random):
     return make
 
 
-@torch.no_grad()
-def evaluate_segments(
-    net: PolicyAndValue, ref_model, segments: list[Segment], pad_id: int, chunk: int = 4
-) -> None:
-    """Fill each segment's old log-probs and values (current policy) and reference log-probs."""
-    for i in range(0, len(segments), chunk):
-        part = segments[i : i + chunk]
-        batch = collate(part, pad_id)
-        logp, _, values = net(**batch)
-        ref_logp = action_logprobs(ref_model, **batch, temperature=net.temperature)
-        offset = 0
-        for s in part:
-            n = len(s.action_ids)
-            s.old_logprobs, s.values, s.ref_logprobs = (
-                logp[offset : offset + n],
-                values[offset : offset + n],
-                ref_logp[offset : offset + n],
-            )
-            offset += n
-
-
 def answer_only(
     policy, records: list[EpisodeRecord], seeds: list[int], args: Args
 ) -> list[EpisodeRecord]:
@@ -332,8 +404,12 @@ def answer_only(
     from webagent.policy import Sampling
     from webagent.rollout import RunConfig, reanswer
 
-    config = RunConfig(batch_size=args.batch, sampling=Sampling(temperature=args.temperature),
-                       answer_max_new_tokens=args.max_new_tokens, admissible_only=False)  # fmt: skip
+    config = RunConfig(
+        batch_size=args.batch,
+        sampling=Sampling(temperature=args.temperature),
+        answer_max_new_tokens=args.max_new_tokens,
+        admissible_only=False,
+    )
     return reanswer(policy, records, seeds, config)
 
 
@@ -342,29 +418,130 @@ def browses_of(path: str, questions) -> list[tuple[int, EpisodeRecord]]:
     from webagent.rollout import recorded_browses
 
     index = {q.id: i for i, q in enumerate(questions)}
-    out = [(index[r.meta["question_id"]], r) for r in recorded_browses(path)
-           if r.meta.get("question_id") in index]  # fmt: skip
+    out = [
+        (index[r.meta["question_id"]], r)
+        for r in recorded_browses(path)
+        if r.meta.get("question_id") in index
+    ]
     if not out:
         raise ValueError(f"{path}: no episode with quotes and an answer step for these questions")
     return out
 
 
-def main(args: Args) -> Path:
-    from accelerate import Accelerator
-    from tqdm import tqdm
+Episodes = list[tuple[int, EpisodeRecord]]
+"""(question index, record) pairs: an iteration's episodes on one process, in seed order."""
 
-    from reward.model import RewardScorer
-    from reward.text import Answer, reward_text
+
+def whole_episodes(run: Trainer, seeds: EpisodeSeeds, rng: random.Random) -> Episodes:
+    """Source 1: browse-then-answer episodes on questions picked at random."""
+    from webagent.rollout import Task, run_episodes
+
+    questions = run.questions
+    picks = [rng.randrange(len(questions)) for _ in range(run.args.episodes_per_iteration)]
+    tasks = [
+        Task(questions[j].question, {"question_id": questions[j].id}, seed=seeds.episode(n))
+        for n, j in enumerate(picks)
+    ]
+    records = run_episodes(run.acting, tasks, env_factory(run.args, rng), run.run_config)
+    return [(picks[i], r) for i, r in sorted(records, key=lambda x: x[0])]
+
+
+def recorded_browse_episodes(run: Trainer, seeds: EpisodeSeeds) -> Episodes:
+    """Source 2 (--browses): answer-only episodes on recorded browses, in a fixed cycle."""
+    order = run.browse_order
+    n = run.args.episodes_per_iteration
+    chosen = [order[seeds.episode(k) % len(order)] for k in range(n)]
+    answers = answer_only(
+        run.acting, [r for _, r in chosen], [seeds.episode(k) for k in range(n)], run.args
+    )
+    return [(q, r) for (q, _), r in zip(chosen, answers, strict=True)]
+
+
+def reanswered(
+    run: Trainer, episodes: Episodes, seeds: EpisodeSeeds, rng: random.Random
+) -> Episodes:
+    """Source 3 (--answer-only-fraction): answerable browses of this iteration answered again."""
+    fraction = run.args.answer_only_fraction
+    again = [(q, r) for q, r in episodes if answerable(r) and rng.random() < fraction]
+    seeds_again = [seeds.reanswer(n) for n in range(len(again))]
+    answers = answer_only(run.acting, [r for _, r in again], seeds_again, run.args)
+    return [(q, r) for (q, _), r in zip(again, answers, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# The steps of an iteration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trainer:
+    """What `setup` builds and the steps of the loop share: models, optimizer, data, and the
+    running state a checkpoint saves (log, kl_coef, reward statistics)."""
+
+    args: Args
+    accelerator: Any
+    questions: list
+    browse_order: Episodes | None
+    """Recorded browses (--browses), shuffled once: the cycle source 2 walks."""
+    net: PolicyAndValue
+    wrapped: Any
+    """`net` as accelerate prepared it (DDP over processes)."""
+    reference: Any
+    optimizer: Any
+    params: list
+    scorer: Any
+    acting: Any
+    """The policy that samples (an HFPolicy over the same LM as `net`)."""
+    run_config: Any
+    pad_id: int
+    parent_meta: dict
+    """webagent.json of the BC policy PPO starts from."""
+    fingerprint: dict
+    reward_stats: RunningMeanStd
+    kl_coef: float
+    start: int = 0
+    log: list[dict] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+
+@dataclass
+class Rollout:
+    """One iteration's data on one process, filled in by the steps in turn."""
+
+    episodes: Episodes
+    raw: list[float] = field(default_factory=list)
+    """Reward-model scores."""
+    scores: list[float] = field(default_factory=list)
+    """The scores trained on (normalised; no-answer and budget rules applied)."""
+    segments: list[Segment] = field(default_factory=list)
+    kls: list[float] = field(default_factory=list)
+    """KL to the reference per episode (nats, summed over its generated tokens)."""
+
+
+def setup(args: Args) -> Trainer:
+    """Questions, models (policy + value head, frozen reference, reward model), optimizer, and
+    OUT/last's state when the run is resumed. Bad input fails before any model loads."""
+    from accelerate import Accelerator
+
+    from reward.model import RewardScorer, pad_token_id
+    from webagent.config import policy_of
     from webagent.datasets import load_questions
-    from webagent.metrics import exact_match
-    from webagent.policy import HFPolicy, Sampling
-    from webagent.prompts import format_for
-    from webagent.rollout import RunConfig, Task, answerable, run_episodes
+    from webagent.policy import Sampling
+    from webagent.rollout import RunConfig
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(args.seed)
-    out = Path(args.out)
     questions = load_questions(args.dataset, require_answers=False)
     if not questions:
         raise ValueError(f"{args.dataset} holds no questions")
@@ -372,245 +549,278 @@ def main(args: Args) -> Path:
     loaded = trainable_policy(args.policy)
     reference = load(args.policy).model.eval()
     reference.requires_grad_(False)
-    trained = checkpoint_meta(loaded.source_path)
-    fmt = format_for(loaded.tokenizer, examples=trained.get("prompt", {}).get("examples", 0))
-    tokenizer = loaded.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # eval: no dropout, so the log-probs recomputed for the update are those that sampled
     net = PolicyAndValue(loaded.model, args.temperature).eval()
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
     scorer = RewardScorer(args.rm)
-    if browses is not None:
-        # one shuffle, then a cycle: a slice no larger than one iteration's episodes replays the
-        # same browses every iteration, so its mean reward tracks the policy alone
-        browse_order = random.Random(args.seed).sample(browses, len(browses))
-    stats_rms = RunningMeanStd()
-    kl_coef = args.kl_coef
+    # one shuffle, then a cycle: a slice no larger than one iteration's episodes replays the
+    # same browses every iteration, so its mean reward tracks the policy alone
+    browse_order = (
+        None if browses is None else random.Random(args.seed).sample(browses, len(browses))
+    )
     fingerprint = {k: v for k, v in asdict(args).items() if k not in ("iterations", "out", "debug")}
-    fingerprint["world"] = world
-    fingerprint = json.loads(json.dumps(fingerprint))
-    start, log = 0, []
-    last = out / "last"
-    if (state_path := resume_state(last)) is not None:
-        state = torch.load(state_path, weights_only=False)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(
-                f"{last} was written by a different run; use another --out or delete it"
-            )
-        own = dict(net.named_parameters())
-        for k, v in state["trainable"].items():
-            own[k].data.copy_(v)
+    fingerprint = json.loads(json.dumps({**fingerprint, "world": accelerator.num_processes}))
+    run = Trainer(
+        args=args,
+        accelerator=accelerator,
+        questions=questions,
+        browse_order=browse_order,
+        net=net,
+        wrapped=net,
+        reference=reference,
+        optimizer=optimizer,
+        params=params,
+        scorer=scorer,
+        acting=None,
+        run_config=None,
+        pad_id=pad_token_id(loaded.tokenizer),
+        parent_meta=checkpoint_meta(loaded.source_path),
+        fingerprint=fingerprint,
+        reward_stats=RunningMeanStd(),
+        kl_coef=args.kl_coef,
+    )
+    last = run.out / "last"
+    if (state := load_resume(last, fingerprint)) is not None:
+        restore_trainable(net, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
-        start, log, kl_coef = state["iteration"], state["log"], state["kl_coef"]
-        stats_rms.__dict__.update(state["reward_stats"])
+        run.start, run.log, run.kl_coef = state["iteration"], state["log"], state["kl_coef"]
+        run.reward_stats.__dict__.update(state["reward_stats"])
         torch.set_rng_state(state["rng"])
-        accelerator.print(f"resuming from {last} at iteration {start}/{args.iterations}")
-    wrapped, optimizer = accelerator.prepare(net, optimizer)
-    acting = HFPolicy(
-        loaded.model,
-        tokenizer,
-        name=f"ppo:{Path(args.policy).name}",
-        prompt_format=fmt,
-        cache_prefix=False,
+        accelerator.print(f"resuming from {last} at iteration {run.start}/{args.iterations}")
+    run.wrapped, run.optimizer = accelerator.prepare(net, optimizer)
+    run.acting = policy_of(loaded, name=f"ppo:{Path(args.policy).name}", cache_prefix=False)
+    run.run_config = RunConfig(
+        batch_size=args.batch,
+        sampling=Sampling(temperature=args.temperature, seed=args.seed),
+        admissible_only=False,
+        browse_max_new_tokens=args.max_new_tokens,
+        answer_max_new_tokens=args.max_new_tokens,
     )
-    run_config = RunConfig(batch_size=args.batch, sampling=Sampling(temperature=args.temperature, seed=args.seed),
-                           admissible_only=False, browse_max_new_tokens=args.max_new_tokens,
-                           answer_max_new_tokens=args.max_new_tokens)  # fmt: skip
-    bar = tqdm(
-        total=args.iterations,
-        initial=start,
-        desc="ppo",
-        disable=not accelerator.is_main_process,
-        dynamic_ncols=True,
-    )
-    for iteration in range(start, args.iterations):
-        t0 = time.time()
-        # 1. rollout: this process's share of questions, each episode with its own fixed seed
-        rng = random.Random(args.seed * 1_000_003 + iteration * world + rank)
-        base = (iteration * world + rank) * args.episodes_per_iteration
-        net.eval()
-        if browses is not None:  # answer-only episodes on recorded browses, in a fixed cycle
-            chosen = [
-                browse_order[(base + n) % len(browse_order)]
-                for n in range(args.episodes_per_iteration)
-            ]
-            answers = answer_only(
-                acting, [r for _, r in chosen], [base + n for n in range(len(chosen))], args
-            )
-            episodes = [(q, r) for (q, _), r in zip(chosen, answers, strict=True)]
+    return run
+
+
+def collect_episodes(run: Trainer, seeds: EpisodeSeeds, rng: random.Random) -> Rollout:
+    """1. Rollout: this process's episodes from the source the settings choose, plus
+    re-answers of its browses with --answer-only-fraction."""
+    run.net.eval()
+    if run.browse_order is not None:
+        episodes = recorded_browse_episodes(run, seeds)
+    else:
+        episodes = whole_episodes(run, seeds, rng)
+    if run.args.answer_only_fraction > 0:
+        episodes += reanswered(run, episodes, seeds, rng)
+    return Rollout(episodes)
+
+
+def score_episodes(run: Trainer, batch: Rollout) -> None:
+    """2. Scoring: the reward model's score of each answer with its quotes, normalised by
+    running statistics; `no_answer_reward` without an answer; `budget_penalty` for a browse
+    that ran out of actions."""
+    from reward.text import Answer, reward_text
+
+    args = run.args
+    texts = [reward_text(r.question, Answer.from_record(r)) for _, r in batch.episodes]
+    batch.raw = run.scorer.score_texts(texts)
+    scored = list(zip([r for _, r in batch.episodes], batch.raw, strict=True))
+    if args.normalize_reward:
+        run.reward_stats.update([s for r, s in scored if r.answer])
+    for r, s in scored:
+        if not r.answer:
+            score = args.no_answer_reward
         else:
-            picks = [rng.randrange(len(questions)) for _ in range(args.episodes_per_iteration)]
-            tasks = [
-                Task(questions[j].question, {"question_id": questions[j].id}, seed=base + n)
-                for n, j in enumerate(picks)
-            ]
-            records: list[tuple[int, EpisodeRecord]] = list(
-                run_episodes(acting, tasks, env_factory(args, rng), run_config)
-            )
-            records.sort(key=lambda x: x[0])
-            episodes = [(picks[i], r) for i, r in records]
-        if args.answer_only_fraction > 0:
-            again = [
-                (q, r)
-                for q, r in episodes
-                if answerable(r) and rng.random() < args.answer_only_fraction
-            ]
-            seeds = [base + 10_000 + n for n in range(len(again))]
-            episodes += list(
-                zip(
-                    [q for q, _ in again],
-                    answer_only(acting, [r for _, r in again], seeds, args),
-                    strict=True,
-                )
-            )
+            score = run.reward_stats.normalize(s) if args.normalize_reward else s
+        if r.end == "budget" and not r.meta.get("answer_only"):
+            score += args.budget_penalty
+        batch.scores.append(score)
 
-        # 2. scores
-        raw = scorer.score_texts(
-            [reward_text(r.question, Answer.from_record(r)) for _, r in episodes]
-        )
-        answered = [s for (_, r), s in zip(episodes, raw, strict=True) if r.answer]
-        if args.normalize_reward:
-            stats_rms.update(answered)
-        scores = []
-        for (_, r), s in zip(episodes, raw, strict=True):
-            score = (
-                (stats_rms.normalize(s) if args.normalize_reward else s)
-                if r.answer
-                else args.no_answer_reward
-            )
-            if r.end == "budget" and not r.meta.get("answer_only"):
-                score += args.budget_penalty
-            scores.append(score)
 
-        # 3-4. per-token rewards, values, GAE (per episode, over all its generated tokens)
-        segments: list[Segment] = []
-        for e, (_, r) in enumerate(episodes):
-            segments += segments_of(r, e, acting.encode)
-        evaluate_segments(net, reference, segments, pad_id)
-        kls = []
-        for e in range(len(episodes)):
-            mine = [s for s in segments if s.episode == e]
-            if not mine:
-                continue
-            old = torch.cat([s.old_logprobs for s in mine])
-            ref = torch.cat([s.ref_logprobs for s in mine])
-            values = torch.cat([s.values for s in mine])
-            kls.append(float((old - ref).sum()))
-            adv, ret = gae(
-                token_rewards(scores[e], old, ref, kl_coef), values, args.gamma, args.gae_lambda
-            )
-            offset = 0
-            for s in mine:
-                n = len(s.action_ids)
-                s.advantages, s.returns = adv[offset : offset + n], ret[offset : offset + n]
-                offset += n
-        if segments:
-            all_adv = torch.cat([s.advantages for s in segments])
-            mean, std = (
-                all_adv.mean(),
-                all_adv.std().clamp(min=1e-8) if len(all_adv) > 1 else torch.tensor(1.0),
-            )
-            for s in segments:
-                s.advantages = (s.advantages - mean) / std
+def compute_advantages(run: Trainer, batch: Rollout) -> None:
+    """3-4. Per-token rewards (KL penalty, plus the score on the last token), values and GAE
+    over each episode's generated tokens; advantages whitened over the batch."""
+    encode = run.acting.encode
+    batch.segments = [
+        s for e, (_, r) in enumerate(batch.episodes) for s in segments_of(r, e, encode)
+    ]
+    evaluate_segments(run.net, run.reference, batch.segments, run.pad_id)
+    for e, score in enumerate(batch.scores):
+        mine = [s for s in batch.segments if s.episode == e]
+        if not mine:
+            continue
+        old = torch.cat([s.old_logprobs for s in mine])
+        ref = torch.cat([s.ref_logprobs for s in mine])
+        values = torch.cat([s.values for s in mine])
+        batch.kls.append(float((old - ref).sum()))
+        rewards = token_rewards(score, old, ref, run.kl_coef)
+        adv, ret = gae(rewards, values, run.args.gamma, run.args.gae_lambda)
+        spread(mine, advantages=adv, returns=ret)
+    whiten_advantages(batch.segments)
 
-        # 5. update: every process runs the same number of minibatches (DDP all-reduces each)
-        stats: list[dict] = []
-        order = list(range(len(segments)))
-        n_minibatches = math.ceil(len(segments) / args.minibatch_steps)
-        if world > 1:
-            n_minibatches = int(accelerator.gather(torch.tensor([n_minibatches])).min())
-        for _ in range(args.update_epochs):
-            rng.shuffle(order)
-            for i in range(n_minibatches):
-                part = [
-                    segments[j]
-                    for j in order[i * args.minibatch_steps : (i + 1) * args.minibatch_steps]
-                ]
-                batch = collate(part, pad_id)
-                new_logp, entropy, new_values = wrapped(**batch)
-                targets = {"old_logp": torch.cat([s.old_logprobs for s in part]), "advantages": torch.cat([s.advantages for s in part]),
-                           "old_values": torch.cat([s.values for s in part]), "returns": torch.cat([s.returns for s in part])}  # fmt: skip
-                loss, st = ppo_loss(new_logp, entropy, new_values, targets, args)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                stats.append(st)
 
-        # logs
-        mean_kl = sum(kls) / max(1, len(kls))
-        if args.adaptive_kl:  # proportional controller on the per-episode KL
-            error = max(-0.2, min(0.2, mean_kl / args.target_kl - 1))
-            kl_coef *= 1 + error * len(episodes) / args.kl_horizon
-        ems = [
-            exact_match(r.answer, questions[q].aliases) for q, r in episodes if questions[q].aliases
-        ]
-        if segments:
-            v = torch.cat([s.values for s in segments])
-            ret = torch.cat([s.returns for s in segments])
-            ev = explained_variance(v, ret)
-        else:
-            ev = float("nan")
+def update(run: Trainer, segments: list[Segment], rng: random.Random) -> list[dict]:
+    """5. Update: `update_epochs` shuffled passes of minibatches of steps; every process runs
+    the same number of minibatches (DDP all-reduces each). Returns each minibatch's stats."""
+    args, accelerator = run.args, run.accelerator
+    stats: list[dict] = []
+    order = list(range(len(segments)))
+    n_minibatches = math.ceil(len(segments) / args.minibatch_steps)
+    if run.world > 1:
+        n_minibatches = int(accelerator.gather(torch.tensor([n_minibatches])).min())
+    for _ in range(args.update_epochs):
+        rng.shuffle(order)
+        for i in range(n_minibatches):
+            rows = order[i * args.minibatch_steps : (i + 1) * args.minibatch_steps]
+            part = [segments[j] for j in rows]
+            new_logp, entropy, new_values = run.wrapped(**collate(part, run.pad_id))
+            loss, st = ppo_loss(new_logp, entropy, new_values, targets_of(part), args)
+            run.optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(run.params, args.max_grad_norm)
+            run.optimizer.step()
+            stats.append(st)
+    return stats
+
+
+def adapt_kl(run: Trainer, batch: Rollout) -> float:
+    """The iteration's mean KL per episode; with --adaptive-kl, kl_coef moves towards target_kl
+    (a proportional controller, its error clipped to +-20%)."""
+    mean_kl = sum(batch.kls) / max(1, len(batch.kls))
+    if run.args.adaptive_kl:
+        error = max(-0.2, min(0.2, mean_kl / run.args.target_kl - 1))
+        run.kl_coef *= 1 + error * len(batch.episodes) / run.args.kl_horizon
+    return mean_kl
+
+
+STATS = ("pg_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+"""`ppo_loss` statistics logged as their mean over an iteration's minibatches."""
+
+
+def log_row(
+    run: Trainer, iteration: int, batch: Rollout, mean_kl: float, stats: list[dict], seconds: float
+) -> dict:
+    """The iteration's line of log.jsonl (float entries averaged over processes)."""
+    from webagent.metrics import exact_match
+
+    episodes, n = batch.episodes, max(1, len(batch.episodes))
+    questions = run.questions
+    ems = [exact_match(r.answer, questions[q].aliases) for q, r in episodes if questions[q].aliases]
+    if batch.segments:
+        values = torch.cat([s.values for s in batch.segments])
+        ev = explained_variance(values, torch.cat([s.returns for s in batch.segments]))
+    else:
+        ev = float("nan")
+    browse_steps = sum(len([s for s in r.steps if s.phase == "browse"]) for _, r in episodes)
+    row = {
+        "iteration": iteration + 1,
+        "reward": sum(batch.raw) / max(1, len(batch.raw)),
+        "score": sum(batch.scores) / max(1, len(batch.scores)),
+        "kl": mean_kl,
+        "kl_coef": run.kl_coef,
+        "episode_length": browse_steps / n,
+        "answered": len([r for _, r in episodes if r.answer]) / n,
+        "em": sum(ems) / len(ems) if ems else None,
+        "explained_variance": ev,
+        "seconds": seconds,
+        **{k: sum(s[k] for s in stats) / max(1, len(stats)) for k in STATS},
+    }
+    if run.world > 1:
+        reduce = run.accelerator.reduce
         row = {
-            "iteration": iteration + 1,
-            "reward": sum(raw) / max(1, len(raw)),
-            "score": sum(scores) / max(1, len(scores)),
-            "kl": mean_kl,
-            "kl_coef": kl_coef,
-            "episode_length": sum(len([s for s in r.steps if s.phase == "browse"]) for _, r in episodes) / max(1, len(episodes)),
-            "answered": len(answered) / max(1, len(episodes)),
-            "em": sum(ems) / len(ems) if ems else None,
-            "explained_variance": ev,
-            "seconds": time.time() - t0,
-            **{k: sum(s[k] for s in stats) / max(1, len(stats)) for k in ("pg_loss", "value_loss", "entropy", "approx_kl", "clipfrac")},
-        }  # fmt: skip
-        row = {k: (float(accelerator.reduce(torch.tensor(v), "mean")) if isinstance(v, float) and world > 1 else v)
-               for k, v in row.items()}  # fmt: skip
-        log.append(row)
-        bar.update(1)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.2f}", em=row["em"])
-        if accelerator.is_main_process:
-            _save_state(last, accelerator.unwrap_model(wrapped), optimizer, iteration + 1, log, kl_coef,
-                        stats_rms, fingerprint)  # fmt: skip
-            with open(out / "log.jsonl", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in log)
-        accelerator.wait_for_everyone()
-    bar.close()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(wrapped)
-        _save_policy(final, out, args, trained, log)
-        plot(log, out / "log.png")
-        accelerator.print(
-            f"saved PPO policy -> {out} (log: {out / 'log.jsonl'}, {out / 'log.png'})"
-        )
-    accelerator.wait_for_everyone()
-    return out
+            k: float(reduce(torch.tensor(v), "mean")) if isinstance(v, float) else v
+            for k, v in row.items()
+        }
+    return row
 
 
-def _save_state(
-    last: Path, net: PolicyAndValue, optimizer, iteration: int, log, kl_coef, rms, fingerprint
-) -> None:
-    trainable = {k: v.detach().cpu() for k, v in net.named_parameters() if v.requires_grad}
-    write_dir(last, lambda tmp: torch.save(
-        {"trainable": trainable, "optimizer": optimizer.state_dict(), "iteration": iteration, "log": log,
-         "kl_coef": kl_coef, "reward_stats": dict(rms.__dict__), "fingerprint": fingerprint,
-         "rng": torch.get_rng_state()}, tmp / "state.pt"))  # fmt: skip
+def save_checkpoint(run: Trainer) -> None:
+    """OUT/last (atomic: everything a resumed run needs) and log.jsonl, after every iteration."""
+    if run.accelerator.is_main_process:
+        net = run.accelerator.unwrap_model(run.wrapped)
+        state = {
+            "trainable": trainable_state(net),
+            "optimizer": run.optimizer.state_dict(),
+            "iteration": len(run.log),
+            "log": run.log,
+            "kl_coef": run.kl_coef,
+            "reward_stats": dict(run.reward_stats.__dict__),
+            "fingerprint": run.fingerprint,
+            "rng": torch.get_rng_state(),
+        }
+        write_dir(run.out / "last", lambda tmp: torch.save(state, tmp / "state.pt"))
+        with open(run.out / "log.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in run.log)
+    run.accelerator.wait_for_everyone()
 
 
-def _save_policy(net: PolicyAndValue, out: Path, args: Args, parent: dict, log: list[dict]) -> None:
-    """A policy checkpoint like BC's (adapter + webagent.json), plus the value head."""
+def save_final(run: Trainer) -> None:
+    """The trained policy in OUT, a policy checkpoint like BC's plus the value head, and the
+    log's plot."""
     from safetensors.torch import save_file
 
-    net.model.save_pretrained(out)
-    save_file(
-        {k: v.contiguous() for k, v in net.value_head.state_dict().items()},
-        out / "value_head.safetensors",
+    if run.accelerator.is_main_process:
+        net, args, parent = run.accelerator.unwrap_model(run.wrapped), run.args, run.parent_meta
+        meta = {
+            "base_model": parent.get("base_model"),
+            "kind": "ppo",
+            "adapter": "lora",
+            "prompt": parent.get("prompt", {"examples": 0}),
+            "answers": parent.get("answers", "extractive"),
+            "parent_policy": args.policy,
+            "reward_model": args.rm,
+            "iterations": len(run.log),
+            "log": run.log,
+            "args": {k: v for k, v in asdict(args).items() if k != "debug"},
+        }
+        head = {k: v.contiguous() for k, v in net.value_head.state_dict().items()}
+        save_policy(
+            net.model,
+            run.acting.tokenizer,
+            run.out,
+            meta,
+            extra=lambda tmp: save_file(head, tmp / "value_head.safetensors"),
+        )
+        plot(run.log, run.out / "log.png")
+        run.accelerator.print(
+            f"saved PPO policy -> {run.out} (log: {run.out / 'log.jsonl'}, {run.out / 'log.png'})"
+        )
+    run.accelerator.wait_for_everyone()
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> Path:
+    """PPO: setup, then per iteration rollout, scoring, advantages, update, log and checkpoint;
+    then the trained policy. Returns OUT."""
+    from tqdm import tqdm
+
+    run = setup(args)
+    bar = tqdm(
+        total=args.iterations,
+        initial=run.start,
+        desc="ppo",
+        disable=not run.accelerator.is_main_process,
+        dynamic_ncols=True,
     )
-    meta = {"base_model": parent.get("base_model"), "kind": "ppo", "adapter": "lora", "prompt": parent.get("prompt", {"examples": 0}), "answers": parent.get("answers", "extractive"),
-            "parent_policy": args.policy, "reward_model": args.rm, "iterations": len(log), "log": log,
-            "args": {k: v for k, v in asdict(args).items() if k != "debug"}}  # fmt: skip
-    (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    for iteration in range(run.start, args.iterations):
+        t0 = time.time()
+        seeds = EpisodeSeeds.of(args, iteration, run.rank, run.world)
+        rng = seeds.rng()
+        batch = collect_episodes(run, seeds, rng)  # 1. rollout
+        score_episodes(run, batch)  # 2. scores
+        compute_advantages(run, batch)  # 3-4. per-token rewards, GAE
+        stats = update(run, batch.segments, rng)  # 5. PPO update
+        mean_kl = adapt_kl(run, batch)  # 6. log and checkpoint
+        run.log.append(log_row(run, iteration, batch, mean_kl, stats, time.time() - t0))
+        bar.update(1)
+        row = run.log[-1]
+        bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.2f}", em=row["em"])
+        save_checkpoint(run)
+    bar.close()
+    save_final(run)
+    return run.out
 
 
 def plot(log: list[dict], path: Path) -> None:
@@ -621,8 +831,12 @@ def plot(log: list[dict], path: Path) -> None:
 
     its = [r["iteration"] for r in log]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, key, title in [(axes[0], "reward", "mean reward-model score"), (axes[1], "kl", "KL to BC (nats / episode)"),
-                           (axes[2], "em", "EM on the sampled questions")]:  # fmt: skip
+    panels = [
+        ("reward", "mean reward-model score"),
+        ("kl", "KL to BC (nats / episode)"),
+        ("em", "EM on the sampled questions"),
+    ]
+    for ax, (key, title) in zip(axes, panels, strict=True):
         ax.plot(its, [r[key] if r[key] is not None else float("nan") for r in log], marker="o")
         ax.set_title(title)
         ax.set_xlabel("iteration")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -17,14 +16,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from env.errors import PageNotFound, SearchError
 from env.limits import RenderLimits
 from env.pages import Page, text_to_page
+from env.paths import cache_root
 from env.search import Bm25Index, Document, cached_index, snippet
 from env.sources.base import SearchHit
 
 
 def index_cache_dir() -> Path:
-    """$WEBAGENT_CACHE/index, else ~/.cache/webagent/index: persisted search indexes."""
-    base = os.environ.get("WEBAGENT_CACHE") or Path.home() / ".cache" / "webagent"
-    return Path(base) / "index"
+    """Persisted search indexes: `index/` under the cache root."""
+    return cache_root() / "index"
 
 
 def url_key(url: str) -> str:

@@ -1,0 +1,30 @@
+"""Building a policy from checkpoint metadata: one function for every entry point."""
+
+from webagent.config import FEW_SHOT_EXAMPLES, PolicyArgs, load_policy, prompt_examples
+
+
+def test_prompt_examples_follow_the_checkpoint_else_few_shot():
+    assert prompt_examples({}) == FEW_SHOT_EXAMPLES == 8, "a base model acts few-shot"
+    assert prompt_examples({"base_model": "x", "prompt": {"examples": 3}}) == 3
+    assert prompt_examples({"base_model": "x", "kind": "bc"}) == 0, "BC trains zero-shot"
+
+
+def test_the_shipped_policy_acts_as_it_was_trained():
+    policy = load_policy(PolicyArgs())
+    assert policy.format.examples == 0 and policy.free_answers
+
+
+def test_one_cache_root_with_tilde_expanded_for_models_indexes_pages_and_history(monkeypatch):
+    from pathlib import Path
+
+    from env.cache import PageCache
+    from env.paths import cache_root
+    from env.sources.local import index_cache_dir
+    from webagent import models
+
+    monkeypatch.setenv("WEBAGENT_CACHE", "~/elsewhere")
+    root = Path.home() / "elsewhere"
+    assert cache_root() == root and models.cache_root() == root
+    assert index_cache_dir() == root / "index" and PageCache().root == root / "pages"
+    monkeypatch.delenv("WEBAGENT_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "webagent"
