@@ -20,7 +20,7 @@ import lxml.html
 
 from env.errors import PageTooLarge, UnsupportedContent
 from env.limits import RenderLimits
-from env.observation import escape, image_marker, link_marker
+from env.observation import escape, escape_inline, image_marker, link_marker
 
 # ----------------------------------------------------------------------------- page model
 
@@ -295,7 +295,7 @@ def _finish(
         lines.append(note)
     return Page(
         url=url,
-        title=escape(_WS.sub(" ", title).strip()) or url,
+        title=escape_inline(title) or escape_inline(url),
         lines=tuple(lines),
         links=tuple(links),
         kind=kind,

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from env.limits import RenderLimits
-from env.observation import escape, link_marker
+from env.observation import escape, escape_inline, link_marker
 from env.pages import Link, Page, wrap
 from env.sources.base import SearchHit
 
@@ -363,7 +363,7 @@ def results_page(
     links: list[Link] = []
     for i, hit in enumerate(hits):
         lines.append(link_marker(i, hit.title, hit.url, ""))
-        lines.append(escape(_SCHEME.sub("", hit.url)))
+        lines.append(escape_inline(_SCHEME.sub("", hit.url)))
         lines.extend(wrap(escape(hit.snippet), limits.line_width_chars))
         links.append(Link(hit.url, hit.title))
     if not hits:
