@@ -37,6 +37,7 @@ from env.observation import (
     title_line,
 )
 from env.pages import Page
+from env.questions import check_question
 from env.record import EpisodeRecord, Step
 from env.search import domain_blocked, query_variants, results_page, shares_ngram
 from env.sources.base import PageSource
@@ -403,7 +404,8 @@ class BrowserEnv(gym.Env):
         options: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Start an episode. The question comes from the argument, `options["question"]`, or
-        (when neither) one of `questions` drawn with the seeded generator."""
+        (when neither) one of `questions` drawn with the seeded generator. A question that
+        cannot be asked raises `env.questions.QuestionError` (see `check_question`)."""
         super().reset(seed=seed)
         options = options or {}
         if question is None:
@@ -414,7 +416,7 @@ class BrowserEnv(gym.Env):
                 if self.questions
                 else ""
             )
-        self._reset_state(str(question), seed, options.get("meta"))
+        self._reset_state(check_question(question), seed, options.get("meta"))
         return self.observation(), self._info()
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:

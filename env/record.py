@@ -106,6 +106,28 @@ class EpisodeRecord:
         return list(seen)
 
 
+def check_writable(path: str | Path) -> Path:
+    """RecordError unless `append_jsonl` can write `path`: long jobs check their output file
+    before they start, so a result is not lost at the end for want of a place to put it."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecordError(f"{path} is a directory: give a file to append records to")
+    parent = path.parent
+    while not parent.exists():  # append_jsonl creates the missing directories
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RecordError(f"{path}: {parent} is not a directory")
+    if path.exists():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise RecordError(f"{path}: cannot write to it ({exc.strerror})") from None
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise RecordError(f"{path}: cannot create files in {parent}")
+    return path
+
+
 def append_jsonl(path: str | Path, records: Iterable[EpisodeRecord | dict]) -> None:
     """Append records in one write, fsynced: a kill leaves them all, none, or (if the write
     itself is cut) a partial last line, never some whole records without the rest.

@@ -6,14 +6,16 @@
     webagent replay episodes.jsonl --html transcript.html    # offline, checks every observation
     webagent label runs/rm/comparisons.jsonl                 # judge answer pairs: 1, 2, t(ie), s(kip)
 
-Errors print one line and exit non-zero; `--debug` shows the traceback instead.
+Errors print one line and exit non-zero; `--debug` shows the traceback instead. Flags, the
+question and output paths are checked first (`check_flags`), before a source opens or a model
+loads.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Annotated
 
 import tyro
@@ -41,6 +43,15 @@ class AskArgs:
     debug: bool = False
     """Show tracebacks."""
 
+    def check(self) -> None:
+        from env.questions import check_question
+        from env.record import check_writable
+
+        check_question(self.question)
+        _at_least(1, best_of=self.best_of)
+        if self.record:
+            check_writable(self.record)
+
 
 @dataclass
 class ReplArgs:
@@ -67,6 +78,30 @@ class ReplayArgs:
     debug: bool = False
     """Show tracebacks."""
 
+    def check(self) -> None:
+        from env.record import check_writable
+
+        if self.html:
+            check_writable(self.html)
+
+
+def _at_least(minimum: int, **flags: int | None) -> None:
+    """ValueError naming the first flag below its minimum (None: not given)."""
+    for name, value in flags.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
+def check_flags(args: object) -> None:
+    """Every `check()` of the parsed arguments and their nested blocks (--policy.*, --env.*):
+    flags that make no sense fail here, before a source opens or a model loads."""
+    for f in fields(args):  # type: ignore[arg-type]
+        value = getattr(args, f.name)
+        if is_dataclass(value) and hasattr(value, "check"):
+            value.check()
+    if hasattr(args, "check"):
+        args.check()
+
 
 def ask(args: AskArgs) -> int:
     from env.record import append_jsonl
@@ -91,13 +126,13 @@ def ask(args: AskArgs) -> int:
     record = run_one(
         policy, args.question, make_env, run_config(args.policy, batch_size=1), on_step=show
     )
-    if args.record:
-        append_jsonl(args.record, [record])
     if args.json:
-        print(json.dumps(to_json(record), ensure_ascii=False))
+        print(json.dumps(to_json(record), ensure_ascii=False), flush=True)
     else:
         print()
-        print(format_answer(record))
+        print(format_answer(record), flush=True)
+    if args.record:  # after the answer is out: a failing write must not swallow it
+        append_jsonl(args.record, [record])
     return 0
 
 
@@ -207,6 +242,10 @@ class EvalCliArgs(EvalArgs):
     debug: bool = False
     """Show tracebacks."""
 
+    def check(self) -> None:
+        _at_least(1, batch=self.batch, limit=self.limit, best_of=self.best_of)
+        _at_least(0, rag=self.rag)
+
 
 def evaluate(args: EvalCliArgs) -> int:
     from webagent.eval import compare, run
@@ -243,6 +282,9 @@ class DemosArgs:
     quote and the answer from memory, uncited (only its answer step is imitated)."""
     debug: bool = False
     """Show tracebacks."""
+
+    def check(self) -> None:
+        _at_least(1, limit=self.limit, max_results=self.max_results)
 
 
 def demos(args: DemosArgs) -> int:
@@ -308,6 +350,9 @@ class CompareArgs:
     batch: int = 8
     debug: bool = False
     """Show tracebacks."""
+
+    def check(self) -> None:
+        _at_least(1, limit=self.limit, batch=self.batch)
 
 
 def compare_cmd(args: CompareArgs) -> int:
@@ -464,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
     try:
+        check_flags(args)
         return run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from env.browser import Admissible, BrowserEnv
 from env.observation import render_answer
+from env.questions import QuestionError, check_question
 from env.record import EpisodeRecord, RecordError, numbered_lines
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
@@ -77,6 +78,11 @@ def run_episodes(
 ) -> Iterator[tuple[int, EpisodeRecord]]:
     """Yield (task index, finished record) as episodes end (not necessarily in task order)."""
     pending = [(i, t if isinstance(t, Task) else Task(t)) for i, t in enumerate(tasks)]
+    for i, task in pending:  # every question, before the first episode starts
+        try:
+            check_question(task.question)
+        except QuestionError as exc:
+            raise QuestionError(f"task {i}: {exc}") from None
     pending.reverse()
     slots: list[_Slot] = []
 
