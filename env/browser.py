@@ -15,6 +15,7 @@ With `answer_on_budget=False`, running out of actions truncates the episode inst
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import time
 import uuid
@@ -38,7 +39,7 @@ from env.observation import (
 )
 from env.pages import Page
 from env.questions import check_question
-from env.record import EpisodeRecord, Step
+from env.record import EpisodeRecord, RecordError, Step, typed_fields
 from env.search import domain_blocked, query_variants, results_page, shares_ngram
 from env.sources.base import PageSource
 
@@ -70,8 +71,19 @@ def config_to_dict(config: EnvConfig) -> dict:
 
 
 def config_from_dict(data: dict) -> EnvConfig:
-    fields = dict(data)
-    fields["limits"] = BrowseLimits(**fields.get("limits", {}))
+    """The inverse of `config_to_dict`, each field checked: ValueError names the field (a
+    record's stored settings are read from disk, so they are outside input)."""
+    known = {f.name for f in dataclasses.fields(EnvConfig)}
+    unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a browser setting")
+    fields = typed_fields(EnvConfig, data)
+    try:
+        fields["limits"] = BrowseLimits(**typed_fields(BrowseLimits, fields.get("limits", {})))
+    except RecordError as exc:
+        raise ValueError(f"limits.{exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"limits.{exc.args[0].replace(' must', ': must', 1)}") from None
     fields["blocked_domains"] = tuple(fields.get("blocked_domains", ()))
     return EnvConfig(**fields)
 

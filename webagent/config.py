@@ -114,7 +114,9 @@ def check_host(host: str) -> str:
     except ValueError:
         pass
     labels = bare.rstrip(".").split(".")
-    if not bare or not all(label and all(c.isalnum() or c == "-" for c in label) for label in labels):
+    if not bare or not all(
+        label and all(c.isalnum() or c == "-" for c in label) for label in labels
+    ):
         raise ValueError(
             f"--allow-host takes a host name or IP address (e.g. 127.0.0.1, localhost), "
             f"not {host!r}: no scheme, port or path"

@@ -119,7 +119,9 @@ def load_questions(path: str | Path, *, require_answers: bool = True) -> list[Qu
             "; ".join(skipped[:3]), " …" if len(skipped) > 3 else "",
         )  # fmt: skip
     if not questions:
-        raise DatasetError(f"{path}: no questions" + (f" ({len(skipped)} skipped)" if skipped else ""))
+        raise DatasetError(
+            f"{path}: no questions" + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
     seen: set[str] = set()
     for q in questions:
         if q.id in seen:
