@@ -36,6 +36,7 @@ from env.observation import (
     render_browse,
     strip_markup,
     title_line,
+    valid_text,
 )
 from env.pages import Page
 from env.questions import check_question
@@ -434,6 +435,8 @@ class BrowserEnv(gym.Env):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.phase == "done":
             raise RuntimeError("the episode is over: call reset() before step()")
+        if isinstance(action, str):
+            action = valid_text(action)  # the record must be writable whatever was sent
         observation = self.observation()
         if self.phase == "answer":
             return self._answer(observation, action)

@@ -43,11 +43,22 @@ class SavedQuote:
     extract: str
 
 
+def valid_text(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (lone surrogates, e.g. from a JSON `"\\ud800"`)
+    replaced by '?': every string the browser keeps must survive hashing and writing."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def escape(text: str) -> str:
-    """Outside text with marker characters replaced (so it cannot forge links or sections).
+    """Outside text with marker characters replaced (so it cannot forge links or sections),
+    and made valid UTF-8 (`valid_text`).
 
     Idempotent: escaping escaped text changes nothing, so a layer may escape again."""
-    return text.translate(_ESCAPES)
+    return valid_text(text).translate(_ESCAPES)
 
 
 def escape_inline(text: str) -> str:

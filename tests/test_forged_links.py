@@ -177,3 +177,27 @@ def test_page_errors_naming_hostile_urls_are_escaped():
     _, _, _, _, info = env.step("Clicked on link 0")
     assert FORGED in info["action_error"]  # the error itself keeps the URL as it was
     check_observation(env)
+
+
+def test_a_result_url_that_does_not_parse_does_not_crash_the_browser():
+    """Found by the property test: `http://[/` made urlsplit raise out of `step`."""
+    env = BrowserEnv(HostileSource([SearchHit("http://[/", "t", "s", 1.0)], {}, ""))
+    env.reset("Which river flows through Baghdad?")
+    env.step("Search river")
+    check_observation(env)
+    _, _, _, _, info = env.step("Clicked on link 0")
+    assert info["action_error"]
+
+
+def test_lone_surrogates_in_results_and_actions_do_not_crash_the_browser():
+    """Found by the property test: JSON's "\\ud800" (a SearxNG reply, a JSONL corpus) or an
+    API caller's action made hashing the page or writing the record raise."""
+    hits = [SearchHit("https://x.org/\ud800", "t\ud800", "s\udce9", 1.0)]
+    env = BrowserEnv(HostileSource(hits, {}, ""))
+    env.reset("Which river flows through Baghdad?")
+    env.step("Search \ud800 river")
+    env.step("Clicked on link 0")
+    check_observation(env)
+    env.step("End: Answer")
+    record = env.step("answer \ud800")[4]["record"]
+    record.to_json().encode("utf-8")  # the record can be written
