@@ -71,12 +71,14 @@ def config_to_dict(config: EnvConfig) -> dict:
     return d
 
 
-def config_from_dict(data: dict) -> EnvConfig:
+def config_from_dict(data: dict, *, strict: bool = True) -> EnvConfig:
     """The inverse of `config_to_dict`, each field checked: ValueError names the field (a
-    record's stored settings are read from disk, so they are outside input)."""
+    record's stored settings are read from disk, so they are outside input). `strict` refuses
+    settings this version does not have (replay must rebuild the same browser); reading a
+    record for anything else ignores them."""
     known = {f.name for f in dataclasses.fields(EnvConfig)}
     unknown = sorted(set(data) - known) if isinstance(data, dict) else []
-    if unknown:
+    if unknown and strict:
         raise ValueError(f"{unknown[0]}: not a browser setting")
     fields = typed_fields(EnvConfig, data)
     try:

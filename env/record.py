@@ -101,7 +101,7 @@ class EpisodeRecord:
                     f"meta.env: expected an object, got {_shown(body['meta']['env'])}"
                 )
             try:
-                config_from_dict(body["meta"]["env"])
+                config_from_dict(body["meta"]["env"], strict=False)
             except ValueError as exc:
                 raise RecordError(f"meta.env.{exc}") from None
         return cls(**body)

@@ -261,11 +261,16 @@ def test_records_are_checked_field_by_field_naming_file_line_and_field(recorded,
         ("steps", [{"observation": "o", "action": 3}], "steps[0].action: expected str, got int 3"),
         ("quotes", [{"n": "1", "title": "t", "url": "u", "extract": "e"}], "quotes[0].n: expected int"),
         ("meta", {"env": {"search_results": True}}, "meta.env.search_results: expected int, got bool"),
-        ("meta", {"env": {"bogus": 1}}, "meta.env.bogus: not a browser setting"),
         ("steps", [{"observation": "o", "action": "a", "token_ids": [1, "x"]}], "steps[0].token_ids[1]: expected int"),
     ]:  # fmt: skip
         with pytest.raises(RecordError, match=re.escape(message)):
             EpisodeRecord.from_dict({**good, field: value})
+    # settings this version lacks: ignored when reading, refused by replay (same browser only)
+    from env.browser import config_from_dict
+
+    EpisodeRecord.from_dict({**good, "meta": {"env": {"bogus": 1}}})
+    with pytest.raises(ValueError, match="bogus: not a browser setting"):
+        config_from_dict({"bogus": 1})
 
 
 # ----------------------------------------------------------------------------- --allow-host

@@ -238,19 +238,18 @@ def recorded_browses(path: str | Path) -> Iterator[EpisodeRecord]:
     `compare`'s *.episodes.jsonl) or a `webagent eval` results.jsonl (every best-of candidate
     too), each carrying its `question_id` in meta: what answer-only episodes reuse."""
     for i, obj in numbered_lines(path):
-        if "episode" in obj and "question_id" in obj:  # an eval row
-            episodes = [
-                obj["episode"],
-                *(c["episode"] for c in obj.get("candidates", []) if "episode" in c),
-            ]
+        eval_row = "episode" in obj and "question_id" in obj
+        episodes = (
+            [obj["episode"], *(c["episode"] for c in obj.get("candidates", []) if "episode" in c)]
+            if eval_row
+            else [obj]
+        )
+        try:
             records = [EpisodeRecord.from_dict(e) for e in episodes]
-            for r in records:
-                r.meta.setdefault("question_id", obj["question_id"])
-        else:
-            try:
-                records = [EpisodeRecord.from_dict(obj)]
-            except RecordError as exc:
-                raise RecordError(f"{path}:{i}: {exc}") from exc
+        except RecordError as exc:
+            raise RecordError(f"{path}:{i}: {exc}") from exc
+        for r in records if eval_row else ():
+            r.meta.setdefault("question_id", obj["question_id"])
         yield from filter(answerable, records)
 
 
