@@ -90,9 +90,13 @@ class EpisodeRecord:
             for i, s in enumerate(body.get("steps", []))
         ]
         body["quotes"] = [
-            SavedQuote(**typed_fields(SavedQuote, q, f"quotes[{i}]", required=("n", "title", "url", "extract")))
+            SavedQuote(
+                **typed_fields(
+                    SavedQuote, q, f"quotes[{i}]", required=("n", "title", "url", "extract")
+                )
+            )
             for i, q in enumerate(body.get("quotes", []))
-        ]  # fmt: skip
+        ]
         if "env" in body.get("meta", {}):
             from env.browser import config_from_dict  # env.browser imports this module
 
@@ -119,9 +123,7 @@ class EpisodeRecord:
         return list(seen)
 
 
-def typed_fields(
-    cls: type, data: object, where: str = "", *, required: Iterable[str] = ()
-) -> dict:  # fmt: skip
+def typed_fields(cls: type, data: object, where: str = "", *, required: Iterable[str] = ()) -> dict:
     """The entries of `data` that are fields of the dataclass `cls`, each checked against the
     field's type (JSON's: a tuple field takes a list; a nested dataclass field takes an object,
     which its own `typed_fields` checks). RecordError names the field, e.g. 'steps[2].action'.

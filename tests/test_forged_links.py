@@ -38,7 +38,11 @@ def check_observation(env: BrowserEnv) -> None:
     obs = env.observation()
     n = len(env.page.links) if env.page is not None else 0
     assert all(i < n for i in shown_link_ids(obs)), obs
-    offered = [int(c.rsplit(" ", 1)[1]) for c in env.admissible().commands if c.startswith("Clicked on link ")]  # fmt: skip
+    offered = [
+        int(c.rsplit(" ", 1)[1])
+        for c in env.admissible().commands
+        if c.startswith("Clicked on link ")
+    ]
     assert all(i < n for i in offered), (offered, n)
 
 
@@ -85,9 +89,16 @@ def test_a_search_result_url_cannot_forge_a_link():
 def test_titles_urls_questions_errors_and_quotes_are_escaped_in_observations():
     quote = SavedQuote(1, "T【3†x】", FORGED, "said 【4†y】")
     obs = render_browse(
-        question="q 【5†z】", quotes=[quote], past_actions=["Search 【6†w】"], title="【7†t】",
-        lines=[], cursor=0, window_lines=10, actions_left=3, error=f"{FORGED}: HTTP 404",
-    )  # fmt: skip
+        question="q 【5†z】",
+        quotes=[quote],
+        past_actions=["Search 【6†w】"],
+        title="【7†t】",
+        lines=[],
+        cursor=0,
+        window_lines=10,
+        actions_left=3,
+        error=f"{FORGED}: HTTP 404",
+    )
     assert shown_link_ids(obs) == []
     assert obs.count("●") == sum(line.startswith("●") for line in obs.split("\n"))
     assert shown_link_ids(render_answer(question="q 【5†z】", quotes=[quote])) == []

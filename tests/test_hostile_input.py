@@ -40,8 +40,12 @@ def recorded(wiki, tmp_path) -> tuple[EpisodeRecord, PageCache]:
     cache = PageCache(tmp_path / "pages")
     env = BrowserEnv(wiki, cache=cache)
     env.reset("Which river flows through Baghdad?")
-    for action in ["Search Baghdad", "Clicked on link 0", "Quote: Baghdad is the capital",
-                   "End: Answer"]:  # fmt: skip
+    for action in [
+        "Search Baghdad",
+        "Clicked on link 0",
+        "Quote: Baghdad is the capital",
+        "End: Answer",
+    ]:
         env.step(action)
     record = env.step("Baghdad [1].")[4]["record"]
     assert replay(record, cache).ok
@@ -166,8 +170,9 @@ def test_ask_refuses_a_non_utf8_argument_before_loading_a_model():
 
 def test_repl_refuses_bad_questions_before_loading_a_model(tmp_path):
     lines = ["", "   ", "x" * 1500, ":drive", "\x1b[2J?", ":quit"]
-    out = run(["repl", *NO_MODEL], env={"WEBAGENT_CACHE": str(tmp_path)},
-              input="\n".join(lines) + "\n")  # fmt: skip
+    out = run(
+        ["repl", *NO_MODEL], env={"WEBAGENT_CACHE": str(tmp_path)}, input="\n".join(lines) + "\n"
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the question has 1500 characters" in out.stdout
     assert "control character U+001B" in out.stdout
@@ -177,9 +182,11 @@ def test_repl_refuses_bad_questions_before_loading_a_model(tmp_path):
 def test_eval_reports_skipped_questions_before_loading_a_model(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text(
-        json.dumps({"question": "ok?", "answer": ["a"]}) + "\n"
-        + json.dumps({"question": "bad\x00?", "answer": ["b"]}) + "\n"
-    )  # fmt: skip
+        json.dumps({"question": "ok?", "answer": ["a"]})
+        + "\n"
+        + json.dumps({"question": "bad\x00?", "answer": ["b"]})
+        + "\n"
+    )
     out = run(["eval", str(path), "--out", str(tmp_path / "run"), *NO_MODEL])
     assert "skipped 1 question(s) that cannot be asked" in out.stderr
     assert f"{path}:2" in out.stderr
@@ -212,13 +219,15 @@ def test_ask_refuses_bad_flags_before_loading_a_model(tmp_path):
         (["ask", "q?", "--best-of", "0"], "--best-of must be at least 1"),
         (["ask", "q?", "--source", "zim:/nonexistent.zim"], "is not a file"),
         (["ask", "q?", "--allow-host", "127.0.0.1"], "--allow-host applies to the live web only"),
-        (["ask", "q?", "--source", "web", "--allow-host", "http://127.0.0.1:8000/"],
-         "--allow-host takes a host name or IP address"),
+        (
+            ["ask", "q?", "--source", "web", "--allow-host", "http://127.0.0.1:8000/"],
+            "--allow-host takes a host name or IP address",
+        ),
         (["eval", "{tmp}/q.jsonl", "--batch", "0"], "--batch must be at least 1"),
         (["eval", "{tmp}/q.jsonl", "--limit", "0"], "--limit must be at least 1"),
         (["replay", "{tmp}/r.jsonl", "--html", "{tmp}"], "is a directory"),
     ],
-)  # fmt: skip
+)
 def test_flags_are_checked_before_anything_runs(args, message, tmp_path, capsys):
     """In-process `main(argv)` (the same code as the `webagent` script, without a new
     interpreter per case); a check that did not fire would reach the model loader."""
@@ -251,7 +260,10 @@ def test_records_are_checked_field_by_field_naming_file_line_and_field(recorded,
     bad["meta"]["env"]["limits"]["max_actions"] = "5"
     path = tmp_path / "eps.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(RecordError, match=re.escape(f"{path}:2: meta.env.limits.max_actions: expected int, got str")):  # fmt: skip
+    with pytest.raises(
+        RecordError,
+        match=re.escape(f"{path}:2: meta.env.limits.max_actions: expected int, got str"),
+    ):
         list(read_records(path))
     out = run(["replay", str(path), "--page-cache", str(cache.root)])
     assert out.returncode == 1 and "Traceback" not in out.stderr
@@ -259,10 +271,22 @@ def test_records_are_checked_field_by_field_naming_file_line_and_field(recorded,
     for field, value, message in [
         ("answer", 5, "answer: expected str"),
         ("steps", [{"observation": "o", "action": 3}], "steps[0].action: expected str, got int 3"),
-        ("quotes", [{"n": "1", "title": "t", "url": "u", "extract": "e"}], "quotes[0].n: expected int"),
-        ("meta", {"env": {"search_results": True}}, "meta.env.search_results: expected int, got bool"),
-        ("steps", [{"observation": "o", "action": "a", "token_ids": [1, "x"]}], "steps[0].token_ids[1]: expected int"),
-    ]:  # fmt: skip
+        (
+            "quotes",
+            [{"n": "1", "title": "t", "url": "u", "extract": "e"}],
+            "quotes[0].n: expected int",
+        ),
+        (
+            "meta",
+            {"env": {"search_results": True}},
+            "meta.env.search_results: expected int, got bool",
+        ),
+        (
+            "steps",
+            [{"observation": "o", "action": "a", "token_ids": [1, "x"]}],
+            "steps[0].token_ids[1]: expected int",
+        ),
+    ]:
         with pytest.raises(RecordError, match=re.escape(message)):
             EpisodeRecord.from_dict({**good, field: value})
     # settings this version lacks: ignored when reading, refused by replay (same browser only)
@@ -280,14 +304,16 @@ def test_allow_host_opens_exactly_that_host_and_not_what_it_redirects_to(server,
     """`repl :drive` through the real CLI (no model): a SearxNG endpoint and pages on
     127.0.0.1, one result redirecting to http://localhost (the same machine by another name)."""
     port = server.server_address[1]
-    results = {"results": [
-        {"url": server.url("/page"), "title": "Local page", "content": "allowed"},
-        {"url": server.url("/hop"), "title": "Redirecting page", "content": "redirects"},
-    ]}  # fmt: skip
+    results = {
+        "results": [
+            {"url": server.url("/page"), "title": "Local page", "content": "allowed"},
+            {"url": server.url("/hop"), "title": "Redirecting page", "content": "redirects"},
+        ]
+    }
     server.routes["/s/search"] = static(json.dumps(results).encode(), ctype="application/json")
     server.routes["/page"] = static(b"<title>Local page</title><p>The Tigris is long.</p>")
     server.routes["/hop"] = redirect(f"http://localhost:{port}/page")
-    drive = ":drive\nWhich river?\nSearch tigris\nClicked on link 0\nBack\nClicked on link 1\n:abort\n:quit\n"  # fmt: skip
+    drive = ":drive\nWhich river?\nSearch tigris\nClicked on link 0\nBack\nClicked on link 1\n:abort\n:quit\n"
     web = ["--source", "web", "--searx", server.url("/s"), *NO_MODEL]
     cache = {"WEBAGENT_CACHE": str(tmp_path)}
 

@@ -95,8 +95,12 @@ class EnvArgs:
         )
 
     def open(self) -> tuple[PageSource, PageCache]:
-        source = open_source(self.source, searx=self.searx, allow_private=self.allow_private,
-                             allow_hosts=self.allow_host)  # fmt: skip
+        source = open_source(
+            self.source,
+            searx=self.searx,
+            allow_private=self.allow_private,
+            allow_hosts=self.allow_host,
+        )
         return source, PageCache(self.page_cache)
 
     def env_factory(self) -> Callable[[], BrowserEnv]:

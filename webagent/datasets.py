@@ -115,9 +115,12 @@ def load_questions(path: str | Path, *, require_answers: bool = True) -> list[Qu
             skipped.append(str(exc))
     if skipped:
         log.warning(
-            "%s: skipped %d question(s) that cannot be asked: %s%s", path, len(skipped),
-            "; ".join(skipped[:3]), " …" if len(skipped) > 3 else "",
-        )  # fmt: skip
+            "%s: skipped %d question(s) that cannot be asked: %s%s",
+            path,
+            len(skipped),
+            "; ".join(skipped[:3]),
+            " …" if len(skipped) > 3 else "",
+        )
     if not questions:
         raise DatasetError(
             f"{path}: no questions" + (f" ({len(skipped)} skipped)" if skipped else "")

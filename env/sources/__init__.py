@@ -19,9 +19,12 @@ SOURCE_SPECS = "wiki | zim:PATH | jsonl:PATH | web | cache"
 
 
 def open_source(
-    spec: str = "wiki", *, searx: str | None = None, allow_private: bool = False,
+    spec: str = "wiki",
+    *,
+    searx: str | None = None,
+    allow_private: bool = False,
     allow_hosts: Sequence[str] = (),
-) -> PageSource:  # fmt: skip
+) -> PageSource:
     """Build the source a spec names; ValueError (listing the valid specs) for anything else.
 
     `allow_private` and `allow_hosts` are for "web" (pages and the SearxNG endpoint): every
