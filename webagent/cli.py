@@ -161,8 +161,6 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
     records = [done[i] for i in range(args.best_of)]
     ranked = rank(args.question, records, scorer)
     best = records[ranked.best]
-    if args.record:
-        append_jsonl(args.record, records)
     candidates = [{"answer": r.answer, "score": s, "actions": len([x for x in r.steps if x.phase == "browse"])}
                   for r, s in zip(records, ranked.scores, strict=True)]  # fmt: skip
     if args.json:
@@ -176,7 +174,9 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
             mark = "*" if i == ranked.best else " "
             print(f"{mark} {c['score']:+.3f}  {c['answer'] or '(no answer)'}")
         print()
-        print(format_answer(best))
+        print(format_answer(best), flush=True)
+    if args.record:  # after the answer is out: a failing write must not swallow it
+        append_jsonl(args.record, records)
     return 0
 
 
