@@ -15,6 +15,7 @@ With `answer_on_budget=False`, running out of actions truncates the episode inst
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import time
 import uuid
@@ -35,9 +36,11 @@ from env.observation import (
     render_browse,
     strip_markup,
     title_line,
+    valid_text,
 )
 from env.pages import Page
-from env.record import EpisodeRecord, Step
+from env.questions import check_question
+from env.record import EpisodeRecord, RecordError, Step, typed_fields
 from env.search import domain_blocked, query_variants, results_page, shares_ngram
 from env.sources.base import PageSource
 
@@ -68,9 +71,22 @@ def config_to_dict(config: EnvConfig) -> dict:
     return d
 
 
-def config_from_dict(data: dict) -> EnvConfig:
-    fields = dict(data)
-    fields["limits"] = BrowseLimits(**fields.get("limits", {}))
+def config_from_dict(data: dict, *, strict: bool = True) -> EnvConfig:
+    """The inverse of `config_to_dict`, each field checked: ValueError names the field (a
+    record's stored settings are read from disk, so they are outside input). `strict` refuses
+    settings this version does not have (replay must rebuild the same browser); reading a
+    record for anything else ignores them."""
+    known = {f.name for f in dataclasses.fields(EnvConfig)}
+    unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+    if unknown and strict:
+        raise ValueError(f"{unknown[0]}: not a browser setting")
+    fields = typed_fields(EnvConfig, data)
+    try:
+        fields["limits"] = BrowseLimits(**typed_fields(BrowseLimits, fields.get("limits", {})))
+    except RecordError as exc:
+        raise ValueError(f"limits.{exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"limits.{exc.args[0].replace(' must', ': must', 1)}") from None
     fields["blocked_domains"] = tuple(fields.get("blocked_domains", ()))
     return EnvConfig(**fields)
 
@@ -403,7 +419,8 @@ class BrowserEnv(gym.Env):
         options: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Start an episode. The question comes from the argument, `options["question"]`, or
-        (when neither) one of `questions` drawn with the seeded generator."""
+        (when neither) one of `questions` drawn with the seeded generator. A question that
+        cannot be asked raises `env.questions.QuestionError` (see `check_question`)."""
         super().reset(seed=seed)
         options = options or {}
         if question is None:
@@ -414,12 +431,14 @@ class BrowserEnv(gym.Env):
                 if self.questions
                 else ""
             )
-        self._reset_state(str(question), seed, options.get("meta"))
+        self._reset_state(check_question(question), seed, options.get("meta"))
         return self.observation(), self._info()
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.phase == "done":
             raise RuntimeError("the episode is over: call reset() before step()")
+        if isinstance(action, str):
+            action = valid_text(action)  # the record must be writable whatever was sent
         observation = self.observation()
         if self.phase == "answer":
             return self._answer(observation, action)

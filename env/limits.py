@@ -6,7 +6,20 @@ choice can cost: memory (bytes), wall time (seconds) or context length (characte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+
+def _check_counts(limits: object, minimum: int = 1) -> None:
+    """ValueError naming the field when a count is not a whole number >= `minimum`.
+
+    A budget of 0 or -1 actions is not a budget: refused here, once, for the Python API and
+    for every flag and stored record that becomes one of these limits."""
+    for f in fields(limits):  # type: ignore[arg-type]
+        value = getattr(limits, f.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{f.name} must be a whole number, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{f.name} must be at least {minimum}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -57,3 +70,18 @@ class BrowseLimits:
     """Most recent actions listed in the observation; older ones are summarised as a count."""
     max_query_chars: int = 300
     """Longest search query accepted."""
+
+    def __post_init__(self) -> None:
+        _check_counts(self)
+
+
+@dataclass(frozen=True)
+class QuestionLimits:
+    """What a question may be: it is pasted into every observation and every prompt."""
+
+    max_chars: int = 1_000
+    """Longest question accepted (~250 tokens in each step's prompt; TriviaQA's longest has 324
+    characters). A pasted 100 KB question cost 22k tokens a step and 4.9 GB of memory."""
+
+    def __post_init__(self) -> None:
+        _check_counts(self)

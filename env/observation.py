@@ -4,6 +4,13 @@ Pure functions of the browser state. Link markers (`【id†text†domain】`), 
 and the escaping that keeps page text from forging them all live here; `pages.py` calls
 `link_marker` and `escape` when it renders, `browser.py` calls `render_browse` and
 `render_answer`. Golden-file tests pin the exact output.
+
+One escaping path: every string from outside (page text, titles, URLs, host names, search
+results, the question, past actions, error messages) reaches the model through `escape`, either
+when a page is rendered (`pages.py`, `search.py` and the sources build lines only from `escape`d
+text and `link_marker`) or here, when an observation is assembled. The only marker characters
+an observation holds are therefore those `link_marker` wrote, each for a link the page has
+(tests/test_observation.py checks this with hypothesis).
 """
 
 from __future__ import annotations
@@ -36,20 +43,45 @@ class SavedQuote:
     extract: str
 
 
+def valid_text(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (lone surrogates, e.g. from a JSON `"\\ud800"`)
+    replaced by '?': every string the browser keeps must survive hashing and writing."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def escape(text: str) -> str:
-    """Page text with marker characters replaced (so it cannot forge links or sections)."""
-    return text.translate(_ESCAPES)
+    """Outside text with marker characters replaced (so it cannot forge links or sections),
+    and made valid UTF-8 (`valid_text`).
+
+    Idempotent: escaping escaped text changes nothing, so a layer may escape again."""
+    return valid_text(text).translate(_ESCAPES)
+
+
+def escape_inline(text: str) -> str:
+    """`escape`, with all whitespace (newlines too) folded to single spaces: for one-line
+    fields (titles, link texts, host names, URLs), which must not break a line."""
+    return _SPACE_RE.sub(" ", escape(text)).strip()
 
 
 def domain(url: str) -> str:
-    """The host shown to the model: 'en.wikipedia.org' for any URL on it ('' if none)."""
-    host = urlsplit(url).hostname or ""
-    return host[4:] if host.startswith("www.") else host
+    """The host shown to the model: 'en.wikipedia.org' for any URL on it ('' if none).
+
+    Escaped: a host name is outside text like any other (`http://x】【9†forged】/` parses with
+    the host 'x】【9†forged】')."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # e.g. an invalid bracketed IPv6 host
+        host = ""
+    return escape_inline(host[4:] if host.startswith("www.") else host)
 
 
 def link_marker(link_id: int, text: str, url: str, page_url: str) -> str:
     """`【id†text†domain】`, or `【id†text】` when the link stays on the page's own site."""
-    text = _SPACE_RE.sub(" ", escape(text)).strip() or "link"
+    text = escape_inline(text) or "link"
     link_domain = domain(url)
     if not link_domain or link_domain == domain(page_url):
         return f"{LINK_OPEN}{link_id}{LINK_SEP}{text}{LINK_CLOSE}"
@@ -57,7 +89,7 @@ def link_marker(link_id: int, text: str, url: str, page_url: str) -> str:
 
 
 def image_marker(alt: str) -> str:
-    return f"{IMAGE_PREFIX}{_SPACE_RE.sub(' ', escape(alt)).strip()}]"
+    return f"{IMAGE_PREFIX}{escape_inline(alt)}]"
 
 
 def strip_markup(text: str) -> str:
@@ -71,7 +103,7 @@ def normalize(text: str) -> str:
 
 
 def title_line(title: str, url: str) -> str:
-    d = domain(url)
+    title, d = escape_inline(title), domain(url)
     return f"{title} ({d})" if d else title
 
 
@@ -81,7 +113,7 @@ def _quote_block(quotes: Sequence[SavedQuote], prefix: str) -> list[str]:
     out: list[str] = []
     for q in quotes:
         out.append(f"{prefix}[{q.n}] {title_line(q.title, q.url)}")
-        out.append(q.extract)
+        out.append(escape_inline(q.extract))
     return out
 
 
@@ -98,8 +130,12 @@ def render_browse(
     error: str | None = None,
     max_past_actions: int = 20,
 ) -> str:
-    """The observation at a browse step. `title` None means no page is open yet."""
-    out = [f"{SECTION}Question", question, f"{SECTION}Quotes", *_quote_block(quotes, "From ")]
+    """The observation at a browse step. `title` None means no page is open yet.
+
+    `lines` are a rendered page's (escaped, with its link markers); every other argument is
+    escaped here."""
+    out = [f"{SECTION}Question", escape(question), f"{SECTION}Quotes"]
+    out += _quote_block(quotes, "From ")
     out.append(f"{SECTION}Past actions")
     if not past_actions:
         out.append("None")
@@ -107,9 +143,9 @@ def render_browse(
         hidden = len(past_actions) - max_past_actions
         if hidden > 0:
             out.append(f"({hidden} earlier actions)")
-        out.extend(past_actions[-max_past_actions:])
+        out.extend(escape(a) for a in past_actions[-max_past_actions:])
     if title is not None:
-        out += [f"{SECTION}Title", title]
+        out += [f"{SECTION}Title", escape_inline(title)]
         if lines:
             last = min(cursor + window_lines, len(lines)) - 1
             out.append(f"{SECTION}Scrollbar: {cursor} - {last} of {len(lines)}")
@@ -118,7 +154,7 @@ def render_browse(
         else:
             out += [f"{SECTION}Scrollbar: 0 - 0 of 0", f"{SECTION}Text", "(empty page)"]
     if error:
-        out += [f"{SECTION}Error", error]
+        out += [f"{SECTION}Error", escape(error)]
     out += [f"{SECTION}Actions left: {actions_left}", f"{SECTION}Next action"]
     return "\n".join(out)
 
@@ -128,8 +164,8 @@ def render_passages(question: str, passages: Sequence[tuple[str, str]]) -> str:
     answering prompt (the answer phase, retrieve-then-read, closed-book with no passages).
 
     `passages` are (label, text) pairs, label like "[1] Tigris". One passage per line."""
-    lines = [f"Passage {label}: {' '.join(text.split())}" for label, text in passages]
-    return "\n".join([*lines, f"Question: {question}", "Answer:"])
+    lines = [f"Passage {escape_inline(label)}: {escape_inline(text)}" for label, text in passages]
+    return "\n".join([*lines, f"Question: {escape(question)}", "Answer:"])
 
 
 def render_answer(*, question: str, quotes: Sequence[SavedQuote]) -> str:

@@ -20,7 +20,7 @@ import lxml.html
 
 from env.errors import PageTooLarge, UnsupportedContent
 from env.limits import RenderLimits
-from env.observation import escape, image_marker, link_marker
+from env.observation import escape, escape_inline, image_marker, link_marker, valid_text
 
 # ----------------------------------------------------------------------------- page model
 
@@ -294,8 +294,8 @@ def _finish(
     if note:
         lines.append(note)
     return Page(
-        url=url,
-        title=escape(_WS.sub(" ", title).strip()) or url,
+        url=valid_text(url),
+        title=escape_inline(title) or escape_inline(url),
         lines=tuple(lines),
         links=tuple(links),
         kind=kind,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import types
+import typing
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from env.observation import SavedQuote
@@ -75,23 +77,38 @@ class EpisodeRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> EpisodeRecord:
+        """A record from its JSON form, every field checked against its type (and the stored
+        environment settings against `EnvConfig`): RecordError names the field."""
         if not isinstance(data, dict):
             raise RecordError(f"a record is a JSON object, got {type(data).__name__}")
         missing = {"id", "question", "source"} - data.keys()
         if missing:
             raise RecordError(f"record is missing {sorted(missing)}")
-        known = {f.name for f in fields(cls)}
-        step_fields = {f.name for f in fields(Step)}
-        body = {k: v for k, v in data.items() if k in known}
-        try:
-            body["steps"] = [
-                Step(**{k: v for k, v in s.items() if k in step_fields})
-                for s in data.get("steps", [])
-            ]
-            body["quotes"] = [SavedQuote(**q) for q in data.get("quotes", [])]
-            return cls(**body)
-        except (TypeError, AttributeError) as exc:
-            raise RecordError(f"malformed record: {exc}") from exc
+        body = typed_fields(cls, data)
+        body["steps"] = [
+            Step(**typed_fields(Step, s, f"steps[{i}]", required=("observation", "action")))
+            for i, s in enumerate(body.get("steps", []))
+        ]
+        body["quotes"] = [
+            SavedQuote(
+                **typed_fields(
+                    SavedQuote, q, f"quotes[{i}]", required=("n", "title", "url", "extract")
+                )
+            )
+            for i, q in enumerate(body.get("quotes", []))
+        ]
+        if "env" in body.get("meta", {}):
+            from env.browser import config_from_dict  # env.browser imports this module
+
+            if not isinstance(body["meta"]["env"], dict):
+                raise RecordError(
+                    f"meta.env: expected an object, got {_shown(body['meta']['env'])}"
+                )
+            try:
+                config_from_dict(body["meta"]["env"], strict=False)
+            except ValueError as exc:
+                raise RecordError(f"meta.env.{exc}") from None
+        return cls(**body)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
@@ -104,6 +121,100 @@ class EpisodeRecord:
             if step.page_id:
                 seen.setdefault(step.page_id)
         return list(seen)
+
+
+def typed_fields(cls: type, data: object, where: str = "", *, required: Iterable[str] = ()) -> dict:
+    """The entries of `data` that are fields of the dataclass `cls`, each checked against the
+    field's type (JSON's: a tuple field takes a list; a nested dataclass field takes an object,
+    which its own `typed_fields` checks). RecordError names the field, e.g. 'steps[2].action'.
+    Keys that are not fields are dropped (written by another version)."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{where or cls.__name__}: expected an object, got {_shown(data)}")
+    prefix = f"{where}." if where else ""
+    for name in required:
+        if name not in data:
+            raise RecordError(f"{prefix}{name}: missing")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        if f.name in data:
+            _check_type(data[f.name], hints[f.name], prefix + f.name)
+            out[f.name] = data[f.name]
+    return out
+
+
+def _check_type(value: object, hint: object, where: str) -> None:
+    """RecordError at `where` (or at the list item inside it) unless `value` has type `hint`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        options = [h for h in args if h is not type(None)]
+        if len(options) == 1:  # X | None: say what is wrong inside X
+            _check_type(value, options[0], where)
+            return
+        if not any(_matches(value, h) for h in options):
+            raise RecordError(f"{where}: expected {_type_name(hint)}, got {_shown(value)}")
+        return
+    if not _matches(value, hint):
+        raise RecordError(f"{where}: expected {_type_name(hint)}, got {_shown(value)}")
+    if origin in (list, tuple) and args:
+        for i, item in enumerate(value):  # type: ignore[arg-type]
+            _check_type(item, args[0], f"{where}[{i}]")
+
+
+def _matches(value: object, hint: object) -> bool:
+    """The outer type only (a list's items are checked by `_check_type`)."""
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict or hint is dict or is_dataclass(hint):
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)  # type: ignore[arg-type]
+
+
+def _type_name(hint: object) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or hint is dict or is_dataclass(hint):
+        return "an object"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
+
+
+def check_writable(path: str | Path) -> Path:
+    """RecordError unless `append_jsonl` can write `path`: long jobs check their output file
+    before they start, so a result is not lost at the end for want of a place to put it."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecordError(f"{path} is a directory: give a file to append records to")
+    parent = path.parent
+    while not parent.exists():  # append_jsonl creates the missing directories
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RecordError(f"{path}: {parent} is not a directory")
+    if path.exists():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise RecordError(f"{path}: cannot write to it ({exc.strerror})") from None
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise RecordError(f"{path}: cannot create files in {parent}")
+    return path
 
 
 def append_jsonl(path: str | Path, records: Iterable[EpisodeRecord | dict]) -> None:

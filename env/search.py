@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from env.limits import RenderLimits
-from env.observation import escape, link_marker
+from env.observation import escape, escape_inline, link_marker, valid_text
 from env.pages import Link, Page, wrap
 from env.sources.base import SearchHit
 
@@ -363,13 +363,13 @@ def results_page(
     links: list[Link] = []
     for i, hit in enumerate(hits):
         lines.append(link_marker(i, hit.title, hit.url, ""))
-        lines.append(escape(_SCHEME.sub("", hit.url)))
+        lines.append(escape_inline(_SCHEME.sub("", hit.url)))
         lines.extend(wrap(escape(hit.snippet), limits.line_width_chars))
-        links.append(Link(hit.url, hit.title))
+        links.append(Link(valid_text(hit.url), valid_text(hit.title)))
     if not hits:
         lines.append(f"No results found for: {escape(_SPACE.sub(' ', query).strip())}")
     return Page(
-        url="search:?" + urlencode({"q": query}),
+        url="search:?" + urlencode({"q": valid_text(query)}),
         title=f"Search results for: {escape(_SPACE.sub(' ', query).strip())}",
         lines=tuple(lines[: limits.max_lines]),
         links=tuple(links),
@@ -402,9 +402,8 @@ def shares_ngram(question: str, text: str, n: int = 10) -> bool:
 
 
 def _host(url: str) -> str:
-    parts = urlsplit(url if "//" in url else "//" + url)
-    try:
-        host = parts.hostname or ""
+    try:  # urlsplit itself raises on an unbalanced '[' (a search result's URL is outside input)
+        host = urlsplit(url if "//" in url else "//" + url).hostname or ""
     except ValueError:
         return ""
     return host.rstrip(".")

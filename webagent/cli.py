@@ -6,20 +6,22 @@
     webagent replay episodes.jsonl --html transcript.html    # offline, checks every observation
     webagent label runs/rm/comparisons.jsonl                 # judge answer pairs: 1, 2, t(ie), s(kip)
 
-Errors print one line and exit non-zero; `--debug` shows the traceback instead.
+Errors print one line and exit non-zero; `--debug` shows the traceback instead. Flags, the
+question and output paths are checked first (`check_flags`), before a source opens or a model
+loads.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Annotated
 
 import tyro
 
 from webagent.compare import CompareArgs
-from webagent.config import ASK_MAX_ACTIONS, EnvArgs, PolicyArgs
+from webagent.config import ASK_MAX_ACTIONS, EnvArgs, PolicyArgs, at_least
 from webagent.demos import DemosArgs
 from webagent.eval import EvalArgs
 
@@ -42,6 +44,15 @@ class AskArgs:
     """Reward model directory for --best-of (see `webagent train rm`)."""
     debug: bool = False
     """Show tracebacks."""
+
+    def check(self) -> None:
+        from env.questions import check_question
+        from env.record import check_writable
+
+        check_question(self.question)
+        at_least(1, best_of=self.best_of)
+        if self.record:
+            check_writable(self.record)
 
 
 @dataclass
@@ -69,6 +80,23 @@ class ReplayArgs:
     debug: bool = False
     """Show tracebacks."""
 
+    def check(self) -> None:
+        from env.record import check_writable
+
+        if self.html:
+            check_writable(self.html)
+
+
+def check_flags(args: object) -> None:
+    """Every `check()` of the parsed arguments and their nested blocks (--policy.*, --env.*):
+    flags that make no sense fail here, before a source opens or a model loads."""
+    for f in fields(args):  # type: ignore[arg-type]
+        value = getattr(args, f.name)
+        if is_dataclass(value) and hasattr(value, "check"):
+            value.check()
+    if hasattr(args, "check"):
+        args.check()
+
 
 def ask(args: AskArgs) -> int:
     from env.record import append_jsonl
@@ -93,13 +121,13 @@ def ask(args: AskArgs) -> int:
     record = run_one(
         policy, args.question, make_env, run_config(args.policy, batch_size=1), on_step=show
     )
-    if args.record:
-        append_jsonl(args.record, [record])
     if args.json:
-        print(json.dumps(to_json(record), ensure_ascii=False))
+        print(json.dumps(to_json(record), ensure_ascii=False), flush=True)
     else:
         print()
-        print(format_answer(record))
+        print(format_answer(record), flush=True)
+    if args.record:  # after the answer is out: a failing write must not swallow it
+        append_jsonl(args.record, [record])
     return 0
 
 
@@ -128,8 +156,6 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
     ((_, records),) = grouped(run_episodes(policy, tasks, make_env, config), args.best_of)
     ranked = rank(args.question, records, scorer)
     best = records[ranked.best]
-    if args.record:
-        append_jsonl(args.record, records)
     candidates = [
         {
             "answer": r.answer,
@@ -149,7 +175,9 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
             mark = "*" if i == ranked.best else " "
             print(f"{mark} {c['score']:+.3f}  {c['answer'] or '(no answer)'}")
         print()
-        print(format_answer(best))
+        print(format_answer(best), flush=True)
+    if args.record:  # after the answer is out: a failing write must not swallow it
+        append_jsonl(args.record, records)
     return 0
 
 
@@ -214,6 +242,10 @@ class EvalCliArgs(EvalArgs):
     """Questions: our JSONL, the official TriviaQA JSON, or NQ-open JSONL (format detected)."""
     debug: bool = False
     """Show tracebacks."""
+
+    def check(self) -> None:
+        at_least(1, batch=self.batch, limit=self.limit, best_of=self.best_of)
+        at_least(0, rag=self.rag)
 
 
 def evaluate(args: EvalCliArgs) -> int:
@@ -328,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
     try:
+        check_flags(args)
         return run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

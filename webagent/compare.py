@@ -29,7 +29,7 @@ import tyro
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from reward.comparisons import Comparison
 from reward.text import Answer
-from webagent.config import EnvArgs, PolicyArgs
+from webagent.config import EnvArgs, PolicyArgs, at_least
 from webagent.datasets import Question
 from webagent.metrics import exact_match, supported
 
@@ -229,9 +229,14 @@ class CompareArgs:
     question, each on one of the question's recorded browses in turn (WebGPT's answer-only
     episodes; ~16x cheaper per sample than whole episodes). Questions without one are skipped."""
     limit: int | None = None
+    """Only the first N questions."""
     batch: int = 8
+    """Episodes decoded together in one batch."""
     debug: bool = False
     """Show tracebacks."""
+
+    def check(self) -> None:
+        at_least(1, limit=self.limit, batch=self.batch)
 
 
 @dataclass

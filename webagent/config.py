@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from env.browser import BrowserEnv, EnvConfig
 from env.cache import PageCache
 from env.limits import BrowseLimits
-from env.sources import PageSource, open_source
+from env.sources import PageSource, check_spec, open_source
 
 MAX_ACTIONS = 10
 """Actions per episode before the answer phase is forced: the budget of every entry point
@@ -54,6 +56,15 @@ class PolicyArgs:
     """Under the aid, let the answer be free text instead of a quote span. Default: what a
     trained policy was taught (free when its data had uncited recall answers), else extractive."""
 
+    def check(self) -> None:
+        """ValueError naming the flag that makes no sense (before any model loads)."""
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.examples is not None and self.examples < 0:
+            raise ValueError(f"--examples must be 0 or more, got {self.examples}")
+
 
 @dataclass
 class EnvArgs:
@@ -69,9 +80,27 @@ class EnvArgs:
     searx: str | None = None
     """SearxNG-compatible endpoint for live search (with --source web); default $WEBAGENT_SEARX_URL."""
     allow_private: bool = False
-    """Let the live browser open private, loopback and link-local addresses (unsafe)."""
+    """Let the live browser open private, loopback and link-local addresses (unsafe): every hop
+    of every redirect chain. Prefer --allow-host."""
+    allow_host: list[str] = field(default_factory=list)
+    """Let the live browser (and the SearxNG endpoint) open exactly these hosts, as written in
+    URLs (e.g. 127.0.0.1 or localhost), private or loopback too; a redirect to any other host
+    is still checked (refused when private unless also allowed)."""
     page_cache: str | None = None
     """Page cache directory; default $WEBAGENT_CACHE/pages or ~/.cache/webagent/pages."""
+
+    def check(self) -> None:
+        """ValueError naming the flag that makes no sense (before a source opens or a model loads)."""
+        try:
+            self.env_config()  # the budgets' rules live in env.limits.BrowseLimits
+        except ValueError as exc:
+            name, _, rest = str(exc).partition(" ")
+            raise ValueError(f"--{name.replace('_', '-')} {rest}") from None
+        kind, _ = check_spec(self.source)
+        if self.allow_host and kind != "web":
+            raise ValueError("--allow-host applies to the live web only (--source web)")
+        for host in self.allow_host:
+            check_host(host)
 
     def env_config(self) -> EnvConfig:
         return EnvConfig(
@@ -79,13 +108,44 @@ class EnvArgs:
         )
 
     def open(self) -> tuple[PageSource, PageCache]:
-        source = open_source(self.source, searx=self.searx, allow_private=self.allow_private)
+        source = open_source(
+            self.source,
+            searx=self.searx,
+            allow_private=self.allow_private,
+            allow_hosts=self.allow_host,
+        )
         return source, PageCache(self.page_cache)
 
     def env_factory(self) -> Callable[[], BrowserEnv]:
         """Opens the source once; each call makes a fresh environment over it."""
         source, cache = self.open()
         return partial(BrowserEnv, source, self.env_config(), cache=cache)
+
+
+def at_least(minimum: int, **flags: int | None) -> None:
+    """ValueError naming the first flag below its minimum (None: not given)."""
+    for name, value in flags.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
+def check_host(host: str) -> str:
+    """A bare host name or IP address (what --allow-host takes), else ValueError saying so."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+        return host
+    except ValueError:
+        pass
+    labels = bare.rstrip(".").split(".")
+    if not bare or not all(
+        label and all(c.isalnum() or c == "-" for c in label) for label in labels
+    ):
+        raise ValueError(
+            f"--allow-host takes a host name or IP address (e.g. 127.0.0.1, localhost), "
+            f"not {host!r}: no scheme, port or path"
+        )
+    return host
 
 
 def load_policy(args: PolicyArgs):

@@ -3,19 +3,33 @@
 - ours (as in ../shared/data/triviaqa): JSON lines `{"question_id","question","answer":{"value","aliases"}}`
 - the official TriviaQA release: one JSON `{"Data":[{"Question","QuestionId","Answer":{"Value","Aliases","NormalizedAliases"}}]}`
 - NQ-open: JSON lines `{"question","answer":[...]}`
-A malformed row is a `DatasetError` naming its line; nothing is silently skipped.
+A malformed row (no question text, no answer) is a `DatasetError` naming its line. A row whose
+question text cannot be asked (`env.questions.check_question`: too long, control characters) is
+skipped, and
+the skips are counted in one warning naming their lines: such rows are data someone else wrote
+(TriviaQA's own train split has three questions with cp1252 control bytes), and a user running
+over thousands of questions expects the run to go on and say what it left out, not to stop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from env.questions import QuestionError, check_question
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
     """The file is not a question set we can read; the message names the file and line."""
+
+
+class _Unaskable(DatasetError):
+    """A well-formed row whose question `check_question` refuses (skipped, and counted)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,10 @@ def _row(obj: dict, where: str, require_answer: bool = True) -> Question:
     question = obj.get("question", obj.get("Question"))
     if not isinstance(question, str) or not question.strip():
         raise DatasetError(f"{where}: no question text")
+    try:
+        check_question(question.strip())
+    except QuestionError as exc:
+        raise _Unaskable(f"{where}: {exc}") from None
     answer = obj.get("answer", obj.get("Answer"))
     if isinstance(answer, dict):  # ours or official TriviaQA
         value = answer.get("value", answer.get("Value"))
@@ -70,7 +88,7 @@ def load_questions(path: str | Path, *, require_answers: bool = True) -> list[Qu
         raise DatasetError(f"{path}: no such file")
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
-    questions: list[Question] = []
+    rows: list[tuple[object, str]] = []
     if stripped.startswith("{") and '"Data"' in stripped[:2000]:
         try:
             data = json.loads(text)
@@ -78,9 +96,7 @@ def load_questions(path: str | Path, *, require_answers: bool = True) -> list[Qu
             raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(data.get("Data"), list):
             raise DatasetError(f"{path}: 'Data' must be a list")
-        questions = [
-            _row(row, f"{path}: Data[{i}]", require_answers) for i, row in enumerate(data["Data"])
-        ]
+        rows = [(row, f"{path}: Data[{i}]") for i, row in enumerate(data["Data"])]
     else:
         for n, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
             if not line.strip():
@@ -89,9 +105,26 @@ def load_questions(path: str | Path, *, require_answers: bool = True) -> list[Qu
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            questions.append(_row(obj, f"{path}:{n}", require_answers))
+            rows.append((obj, f"{path}:{n}"))
+    questions: list[Question] = []
+    skipped: list[str] = []
+    for obj, where in rows:
+        try:
+            questions.append(_row(obj, where, require_answers))
+        except _Unaskable as exc:
+            skipped.append(str(exc))
+    if skipped:
+        log.warning(
+            "%s: skipped %d question(s) that cannot be asked: %s%s",
+            path,
+            len(skipped),
+            "; ".join(skipped[:3]),
+            " …" if len(skipped) > 3 else "",
+        )
     if not questions:
-        raise DatasetError(f"{path}: no questions")
+        raise DatasetError(
+            f"{path}: no questions" + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
     seen: set[str] = set()
     for q in questions:
         if q.id in seen:

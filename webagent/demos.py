@@ -35,7 +35,7 @@ from env.browser import BrowserEnv
 from env.observation import render_answer, strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
 from env.search import query_variants, tokenize
-from webagent.config import DEMO_MAX_ACTIONS, EnvArgs
+from webagent.config import DEMO_MAX_ACTIONS, EnvArgs, at_least
 from webagent.datasets import Question
 from webagent.metrics import holds_alias, normalize_answer
 from webagent.prompts import PromptFormat
@@ -298,6 +298,9 @@ class DemosArgs:
     quote and the answer from memory, uncited (only its answer step is imitated)."""
     debug: bool = False
     """Show tracebacks."""
+
+    def check(self) -> None:
+        at_least(1, limit=self.limit, max_results=self.max_results)
 
 
 def record_demonstrations(

@@ -15,7 +15,8 @@ from typing import TextIO
 
 from env.browser import BrowserEnv
 from env.paths import cache_root
-from env.record import EpisodeRecord, append_jsonl
+from env.questions import QuestionError, check_question
+from env.record import EpisodeRecord, RecordError, append_jsonl, check_writable
 from webagent.answers import describe_step, format_answer
 
 HELP = """Type a question to let the agent browse and answer it. Commands:
@@ -74,6 +75,9 @@ class Repl:
             except KeyboardInterrupt:
                 self.say()
                 continue
+            except UnicodeDecodeError:
+                self.say("that line is not valid UTF-8 text: check your terminal's encoding")
+                continue
             if not line:
                 continue
             if line in {":quit", ":q", ":exit"}:
@@ -94,16 +98,24 @@ class Repl:
             self.save(line[len(":save") :].strip())
         elif line.startswith(":"):
             self.say(f"unknown command {line.split()[0]!r}; :help lists them")
-        else:
+        elif self.askable(line):
             record = self.ask(line, lambda rec: self.say(describe_step(rec, len(rec.steps) - 1)))
             self.last = record
             self.say()
             self.say(format_answer(record))
 
+    def askable(self, question: str) -> bool:
+        """Whether the question can be asked; if not, say why (before any model loads)."""
+        try:
+            check_question(question)
+        except QuestionError as exc:
+            self.say(f"{exc}: back to the prompt")
+            return False
+        return True
+
     def drive(self) -> None:
         question = self.input("question> ").strip()
-        if not question:
-            self.say("no question: back to the prompt")
+        if not self.askable(question):
             return
         env = self.make_env()
         obs, _ = env.reset(question, options={"meta": {"demonstration": "human"}})
@@ -143,5 +155,9 @@ class Repl:
         elif self.last is None:
             self.say("no episode to save yet")
         else:
-            append_jsonl(path, [self.last])
+            try:
+                append_jsonl(check_writable(path), [self.last])
+            except (RecordError, OSError) as exc:
+                self.say(f"not saved: {exc}")
+                return
             self.say(f"saved episode {self.last.id} to {path}")

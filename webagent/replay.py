@@ -2,7 +2,10 @@
 
 Replay re-runs the recorded actions in a browser whose every page comes from the cache by the
 id the record holds (no source is ever called). Each observation must equal the recorded one;
-a missing cache entry or a tampered page is reported with the step where it shows.
+a missing cache entry or a tampered page is reported with the step where it shows. Then what
+the record claims as its result (answer, quotes, why browsing ended) must equal what the re-run
+produced, and each action must be what its recorded completion says: a record edited by hand
+does not replay as identical.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from env.observation import normalize
 from env.pages import Page
 from env.record import EpisodeRecord
 from webagent.answers import describe_step, format_answer
+from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
 
 
 class ReplayError(Exception):
@@ -61,9 +65,18 @@ def replay(record: EpisodeRecord, cache: PageCache) -> ReplayResult:
     env.reset(record.question, seed=record.seed)
     result = ReplayResult(record)
     for i, step in enumerate(record.steps):
+        if env.phase == "done":
+            result.mismatches.append(f"step {i + 1}: the re-run had ended; the record goes on")
+            break
         observation = env.observation()
         if observation != step.observation:
             result.mismatches.append(f"step {i + 1}: observation differs from the recording")
+            break
+        if step.completion is not None and completion_to_action(step.completion) != step.action:
+            result.mismatches.append(
+                f"step {i + 1}: action {step.action!r} is not what its recorded completion "
+                f"says ({completion_to_action(step.completion)!r})"
+            )
             break
         _, _, _, _, info = env.step(step.action)
         error = info.get("action_error")
@@ -71,7 +84,30 @@ def replay(record: EpisodeRecord, cache: PageCache) -> ReplayResult:
             detail = error if isinstance(error, str) else "no error"
             result.mismatches.append(f"step {i + 1} ({step.action!r}): {detail}")
             break
+    if not result.mismatches:
+        result.mismatches += result_mismatches(record, env.record if env.phase == "done" else None)
     return result
+
+
+def result_mismatches(record: EpisodeRecord, rerun: EpisodeRecord | None) -> list[str]:
+    """How the result a record claims (quotes, answer, end) differs from its re-run's."""
+    if rerun is None:
+        return ["the record ends before its episode does (no answer step)"]
+    out = []
+    claimed, got = record.quotes, rerun.quotes
+    if len(claimed) != len(got):
+        out.append(f"quotes: the record has {len(claimed)}, the re-run quoted {len(got)}")
+    for mine, theirs in zip(claimed, got, strict=False):  # a length difference is told above
+        for name in ("n", "title", "url", "extract"):
+            a, b = getattr(mine, name), getattr(theirs, name)
+            if a != b:
+                out.append(f"quote [{theirs.n}] {name}: the record says {a!r}, the re-run {b!r}")
+    answer = None if rerun.answer in (None, NO_QUOTES_ANSWER) else rerun.answer
+    if record.answer != answer:
+        out.append(f"answer: the record says {record.answer!r}, the re-run {answer!r}")
+    if record.end != rerun.end:
+        out.append(f"end: the record says {record.end!r}, the re-run {rerun.end!r}")
+    return out
 
 
 def check_cache(record: EpisodeRecord, cache: PageCache) -> list[str]:

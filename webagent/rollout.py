@@ -17,6 +17,7 @@ from pathlib import Path
 
 from env.browser import Admissible, BrowserEnv
 from env.observation import render_answer
+from env.questions import QuestionError, check_question
 from env.record import EpisodeRecord, RecordError, numbered_lines
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
@@ -77,6 +78,11 @@ def run_episodes(
 ) -> Iterator[tuple[int, EpisodeRecord]]:
     """Yield (task index, finished record) as episodes end (not necessarily in task order)."""
     pending = [(i, t if isinstance(t, Task) else Task(t)) for i, t in enumerate(tasks)]
+    for i, task in pending:  # every question, before the first episode starts
+        try:
+            check_question(task.question)
+        except QuestionError as exc:
+            raise QuestionError(f"task {i}: {exc}") from None
     pending.reverse()
     slots: list[_Slot] = []
 
@@ -271,19 +277,18 @@ def recorded_browses(path: str | Path) -> Iterator[EpisodeRecord]:
     `compare`'s *.episodes.jsonl) or a `webagent eval` results.jsonl (every best-of candidate
     too), each carrying its `question_id` in meta: what answer-only episodes reuse."""
     for i, obj in numbered_lines(path):
-        if "episode" in obj and "question_id" in obj:  # an eval row
-            episodes = [
-                obj["episode"],
-                *(c["episode"] for c in obj.get("candidates", []) if "episode" in c),
-            ]
+        eval_row = "episode" in obj and "question_id" in obj
+        episodes = (
+            [obj["episode"], *(c["episode"] for c in obj.get("candidates", []) if "episode" in c)]
+            if eval_row
+            else [obj]
+        )
+        try:
             records = [EpisodeRecord.from_dict(e) for e in episodes]
-            for r in records:
-                r.meta.setdefault("question_id", obj["question_id"])
-        else:
-            try:
-                records = [EpisodeRecord.from_dict(obj)]
-            except RecordError as exc:
-                raise RecordError(f"{path}:{i}: {exc}") from exc
+        except RecordError as exc:
+            raise RecordError(f"{path}:{i}: {exc}") from exc
+        for r in records if eval_row else ():
+            r.meta.setdefault("question_id", obj["question_id"])
         yield from filter(answerable, records)
 
 
