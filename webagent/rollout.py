@@ -175,6 +175,7 @@ def _advance(
 def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecord:
     record.model = policy.name
     record.seed = slot.seed
+    record.meta.update(getattr(policy, "record_meta", {}))  # a served policy: server, decoding aid
     if record.answer == NO_QUOTES_ANSWER:
         record.answer = None
         record.meta["no_answer"] = (
