@@ -271,7 +271,7 @@ class _Messages:
     chat_template = "messages"
 
     @staticmethod
-    def apply_chat_template(messages, *, tokenize=False, add_generation_prompt=True) -> str:  # noqa: ARG004
+    def apply_chat_template(messages, *, tokenize=False, add_generation_prompt=True) -> str:
         return json.dumps(messages, ensure_ascii=False)
 
 

@@ -220,7 +220,12 @@ def reanswer(
                                    seconds=seconds, command=None, error=None)]  # fmt: skip
             clone.answer = action or None
             clone.model = policy.name
-            clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}
+            clone.meta = {
+                **clone.meta,
+                **getattr(policy, "record_meta", {}),
+                "answer_only": True,
+                "browse": record.id,
+            }
             clone.meta.pop("no_answer", None)
             if clone.answer is None:
                 clone.meta["no_answer"] = WROTE_NO_ANSWER
