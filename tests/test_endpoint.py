@@ -237,7 +237,7 @@ _SERVING = all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "open
 
 
 @pytest.fixture(scope="module")
-def served():
+def served(tmp_path_factory):
     """`transformers serve` on a free port, serving the prepared SmolLM2-135M directory
     offline; stopped at the end of the module."""
     if not _SERVING:
@@ -247,6 +247,7 @@ def served():
     model_dir = prepare("smollm2-135m")
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = tmp_path_factory.mktemp("serve") / "serve.log"  # a file: a full pipe would stall it
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -263,15 +264,14 @@ def served():
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=(log_file := log.open("w")),
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
@@ -287,6 +287,7 @@ def served():
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 @pytest.mark.slow
