@@ -5,10 +5,10 @@ llama.cpp's `llama-server`, Ollama or `transformers serve`, with the same runner
 evals, replay and comparisons as a local model (`webagent.rollout` calls `prompt` and
 `generate` and does not know the difference).
 
-- **Prompts** are the ones `webagent.prompts` gives a local model: with `--chat True` (default)
+- **Prompts** are the ones `webagent.prompts` gives a local model: by default (`--chat`)
   the chat messages (system instruction, worked examples as user/assistant turns, the
   observation) go to `/v1/chat/completions`, where the server applies the model's own template;
-  with `--chat False` the base-model text prompt goes to `/v1/completions`. A recorded chat
+  with `--no-chat` the base-model text prompt goes to `/v1/completions`. A recorded chat
   step's `prompt` is the JSON of its messages: exactly what was sent.
 - **Log-probs** are asked for and recorded when the server returns them (vLLM, llama.cpp,
   Ollama; `transformers serve` ignores the field): per generated token, as the server reports
