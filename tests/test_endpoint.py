@@ -349,3 +349,30 @@ def test_transformers_serve_completions_route_and_cli_eval(served, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").open()]
     assert row["question_id"] == "q1" and json.loads(row["prompt"])[-1]["role"] == "user"
+
+
+@pytest.mark.slow
+def test_served_model_gets_the_local_prompt_and_decodes_the_same(served, smollm2, wiki):
+    """The server renders our chat messages into the very tokens the local model's prompt has
+    (same count), and greedy decoding of the same weights gives the same command."""
+    from webagent.policy import HFPolicy
+    from webagent.prompts import format_for
+
+    url, _ = served
+    local = HFPolicy(
+        smollm2.model, smollm2.tokenizer, prompt_format=format_for(smollm2.tokenizer, examples=4)
+    )
+    remote = EndpointPolicy(f"openai:{url}", examples=4)
+    obs, _ = BrowserEnv(wiki).reset("Who painted the Mona Lisa?")
+    prompts = [
+        (local.prompt("browse", obs), remote.prompt("browse", obs)),
+        (
+            local.format.closed_book("Who painted the Mona Lisa?", local.tokenizer),
+            remote.format.closed_book("Who painted the Mona Lisa?", remote.tokenizer),
+        ),
+    ]
+    for mine, theirs in prompts:
+        (a,) = local.generate([mine], max_new_tokens=16)
+        (b,) = remote.generate([theirs], max_new_tokens=16)
+        assert b.prompt_tokens == a.prompt_tokens
+        assert b.text.strip() == a.text.strip() and a.text.strip()
