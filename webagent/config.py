@@ -36,7 +36,9 @@ class PolicyArgs:
 
     model: str = DEFAULT_POLICY
     """Model spec: bc-gemma3-270m (trained, shipped) | gemma3-270m | smollm2-135m (base models,
-    few-shot) | a policy checkpoint dir (base + LoRA) | a HF model dir or cached hub id | a .gguf."""
+    few-shot) | a policy checkpoint dir (base + LoRA) | a HF model dir or cached hub id | a .gguf
+    | openai:URL[#MODEL], a model behind an OpenAI-compatible server (vLLM, llama.cpp, Ollama,
+    transformers serve; see README)."""
     temperature: float = 0.0
     """Sampling temperature; 0 is greedy."""
     top_p: float = 1.0
@@ -149,7 +151,17 @@ def check_host(host: str) -> str:
 
 
 def load_policy(args: PolicyArgs):
-    """The HFPolicy a PolicyArgs names (imports torch lazily: the CLI starts fast)."""
+    """The HFPolicy a PolicyArgs names (imports torch lazily: the CLI starts fast), or an
+    EndpointPolicy for an `openai:URL[#MODEL]` spec (a served model, `webagent/endpoint.py`)."""
+    if args.model.startswith("openai:"):
+        from webagent.endpoint import load_endpoint_policy
+
+        return load_endpoint_policy(
+            args.model,
+            prefer_chat=args.chat,
+            examples=args.examples,
+            free_answers=args.free_answers,
+        )
     from webagent.models import load
 
     return policy_of(

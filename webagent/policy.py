@@ -48,10 +48,12 @@ class Sampling:
 class Generation:
     text: str
     """The decoded completion, up to and including the stop newline (if any)."""
-    token_ids: list[int]
-    logprobs: list[float]
+    token_ids: list[int] | None
+    """None from a served policy (`webagent.endpoint`): OpenAI-style APIs return no token ids."""
+    logprobs: list[float] | None
     """Log-probability of each sampled token under the distribution it was drawn from:
-    temperature applied (temperature 1 when greedy), keyword mask applied, top-p not."""
+    temperature applied (temperature 1 when greedy), keyword mask applied, top-p not.
+    A served policy: as the server reports them, or None when it returns none."""
     prompt_tokens: int
     prefill_seconds: float
     decode_seconds: float

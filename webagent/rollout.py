@@ -181,6 +181,7 @@ def _advance(
 def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecord:
     record.model = policy.name
     record.seed = slot.seed
+    record.meta.update(getattr(policy, "record_meta", {}))  # a served policy: server, decoding aid
     if record.answer == NO_QUOTES_ANSWER:
         record.answer = None
         record.meta["no_answer"] = (
@@ -264,7 +265,12 @@ def reanswer(
             ]
             clone.answer = action or None
             clone.model = policy.name
-            clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}
+            clone.meta = {
+                **clone.meta,
+                **getattr(policy, "record_meta", {}),
+                "answer_only": True,
+                "browse": record.id,
+            }
             clone.meta.pop("no_answer", None)
             if clone.answer is None:
                 clone.meta["no_answer"] = WROTE_NO_ANSWER
