@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from env import citations
 from env.browser import Admissible, BrowserEnv
 from env.observation import render_answer
 from env.record import EpisodeRecord, RecordError, numbered_lines
@@ -176,7 +177,7 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     record.model = policy.name
     record.seed = slot.seed
     if record.answer == NO_QUOTES_ANSWER:
-        record.answer = None
+        record.answer = record.supported_by_quotes = None
         record.meta["no_answer"] = (
             WROTE_NO_ANSWER if record.quotes else "browsing collected no quotes"
         )
@@ -214,10 +215,12 @@ def reanswer(
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
             action = completion_to_action(gen.text)
+            finished = citations.check(action, record.quotes, record.question)  # as the env does
             clone.steps = [replace(last, observation=obs, prompt=prompt, action=action, completion=gen.text,
                                    token_ids=gen.token_ids, logprobs=gen.logprobs, prompt_tokens=gen.prompt_tokens,
                                    seconds=seconds, command=None, error=None)]  # fmt: skip
-            clone.answer = action or None
+            clone.raw_answer, clone.answer = action, finished.answer or None
+            clone.supported_by_quotes = finished.supported_by_quotes if clone.answer else None
             clone.model = policy.name
             clone.meta = {**clone.meta, "answer_only": True, "browse": record.id}
             clone.meta.pop("no_answer", None)
