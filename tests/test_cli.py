@@ -43,7 +43,14 @@ def test_ask_json_schema(tiny_dir, cli_env, wiki, tmp_path):
                "--max-actions", "2", "--record", str(record_file)], cli_env)  # fmt: skip
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)  # stdout holds exactly one JSON object
-    assert set(data) == {"question", "answer", "references", "actions"}
+    assert set(data) == {
+        "question",
+        "answer",
+        "supported_by_quotes",
+        "raw_answer",
+        "references",
+        "actions",
+    }
     assert data["question"] == "Which river flows through Baghdad?"
     assert isinstance(data["actions"], list) and len(data["actions"]) == 2
     (record,) = read_records(record_file)
