@@ -2,6 +2,11 @@
 browser over the real local Wikipedia (the actions are scripted, the pages and search are real)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,13 +14,14 @@ from env.browser import BrowserEnv, EnvConfig
 from env.citations import check, supports
 from env.limits import BrowseLimits
 from env.observation import SavedQuote
-from env.record import append_jsonl
-from webagent.answers import format_answer, to_json
+from env.record import append_jsonl, read_records
+from webagent.answers import cited, format_answer, strip_citations, to_json
 from webagent.datasets import Question
 from webagent.eval import CorpusIndex, compare, episode_row, score, write_reports
 from webagent.funnel import passages_evidence
 from webagent.replay import replay, write_html
 
+WEBAGENT = str(Path(sys.executable).with_name("webagent"))
 BAGHDAD = Question("q1", "Which river flows through Baghdad?", "Tigris", ("Tigris", "The Tigris"))
 
 
@@ -195,3 +201,41 @@ def test_rag_rows_have_only_the_stages_of_their_k(wiki):
     holds = CorpusIndex(wiki).holder(BAGHDAD.aliases)
     urls = [h.url for h in wiki.search("Baghdad river", 3)]
     assert passages_evidence(urls, holds, 3) == {"in_top1": 1.0, "in_top3": 1.0, "in_top10": None}
+
+
+# a train question the shipped policy answers from memory ("Chile") while citing the quote it
+# took from the Aconcagua page, which does not name the country
+ACONCAGUA = (
+    "Mt. Aconcagua, the highest peak in the Western Hemisphere, stands in which South American "
+    "country?"
+)
+
+
+def test_ask_json_marks_an_answer_its_quotes_do_not_support(wiki, index_dir, tmp_path):
+    from webagent.models import cache_dir
+
+    cache = tmp_path / "cache"
+    shutil.copytree(index_dir, cache / "index")
+    (cache / "models").symlink_to(cache_dir() / "models")  # the prepared real model, read only
+    env = {
+        **os.environ,
+        "WEBAGENT_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    record_file = tmp_path / "eps.jsonl"
+    out = subprocess.run(
+        [WEBAGENT, "ask", ACONCAGUA, "--json", "--max-actions", "10", "--record", str(record_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout)
+    (record,) = read_records(record_file)
+    assert data["raw_answer"] == record.raw_answer == record.steps[-1].action.strip()
+    assert cited(data["raw_answer"]), "the shipped policy cites its quote here (see above)"
+    assert data["supported_by_quotes"] is False, data
+    assert not cited(data["answer"]) and data["answer"] == strip_citations(data["raw_answer"])
+    assert not any(supports(data["answer"], r["extract"], ACONCAGUA) for r in data["references"])

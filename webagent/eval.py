@@ -6,8 +6,9 @@
     webagent eval --compare runs/dev-closed runs/dev-rag3 runs/dev-browse --out runs/compare
 
 A run directory holds `config.json`, `results.jsonl` (one line per question, with the full
-episode), `summary.json`, `report.md` and `plot.png`. An interrupted run continues where it
-stopped: finished questions are read back and skipped, so nothing is duplicated or lost.
+episode), `summary.json`, `report.md`, `plot.png` and `funnel.png` (the evidence funnel and
+behaviour metrics: `webagent.funnel`). An interrupted run continues where it stopped: finished
+questions are read back and skipped, so nothing is duplicated or lost.
 """
 
 from __future__ import annotations
