@@ -169,7 +169,7 @@ def test_funnel_and_behaviour_on_constructed_episodes(episodes, cache, wiki, tmp
     assert b["p_search_again_given_miss"] == 0.5
     report = (out / "report.md").read_text()
     assert "| in a quote (`quoted_answer`) | 0.333 |" in report
-    assert "| P(search again | results miss) | 0.500 |" in report
+    assert "| P(search again \\| results miss) | 0.500 |" in report
     assert (out / "funnel.png").read_bytes()[:4] == b"\x89PNG"
 
     # a closed-book run beside it: the stages it has no part in show "—"

@@ -212,7 +212,8 @@ def tables(summaries: Sequence[tuple[str, dict]]) -> list[str]:
         cells = [
             str(b[key]) if key == "distinct_patterns" else _cell(b.get(key)) for _, b in behaving
         ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        escaped = label.replace("|", "\\|")  # a bare | would split the table cell
+        lines.append(f"| {escaped} | " + " | ".join(cells) + " |")
     for name, b in behaving:
         lines += [
             "",
@@ -240,7 +241,8 @@ def plot(summaries: Sequence[tuple[str, dict]], path: Path) -> None:
     for j, (name, s) in enumerate(summaries):
         values = [math.nan if s.get(key) is None else s[key] for key, _ in FUNNEL]
         xs = [i + (j - (len(summaries) - 1) / 2) * width for i in range(len(FUNNEL))]
-        ax.bar(xs, values, width=width, label=name)
+        bars = ax.bar(xs, values, width=width, label=name)
+        ax.bar_label(bars, ["" if math.isnan(v) else f"{v:.2f}" for v in values], fontsize=7)
     ax.set_xticks(range(len(FUNNEL)), [key.replace("_", "\n") for key, _ in FUNNEL], fontsize=8)
     ax.set_ylabel("share of questions")
     ax.set_title("Evidence funnel")
