@@ -127,7 +127,13 @@ def _ratio(
 
 def summarize(rows: list[dict]) -> dict:
     """Run-level funnel (flat keys, as the rest of summary.json) and `behaviour` (None for runs
-    that do not browse)."""
+    that do not browse).
+
+    Shares are over all questions (`cites`: the answer, if any, cites a quote). The conditional
+    behaviour figures are ratios of counts: P(open | listed) over episodes where some search
+    listed a result holding the answer (opened from a results page); P(quote | seen) over
+    episodes that opened a page holding it; P(search again | miss) over searches whose listed
+    results all miss (a later search in the same episode counts)."""
     out: dict = {key: _mean(rows, key) for key, _ in FUNNEL}
     out["cites"] = _mean(rows, "cites")
     citing = [r for r in rows if r.get("cites") is not None and r.get("supported") is not None]
