@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from env.cache import PageCache
@@ -360,8 +361,7 @@ def run(args: EvalArgs) -> Path:
 
 def summarize(rows: list[dict], settings: dict) -> dict:
     n = len(rows)
-    mean = lambda key: sum(r[key] for r in rows if r.get(key) is not None) / max(  # noqa: E731
-        1, sum(1 for r in rows if r.get(key) is not None))  # fmt: skip
+    mean = partial(funnel.mean_of, rows)  # None when no row has the key (it does not apply)
     actions = sum(r["actions"] for r in rows)
     summary = {
         "n": n, "em": mean("em"), "f1": mean("f1"), "contains": mean("contains"),

@@ -113,7 +113,8 @@ def passages_evidence(urls: Sequence[str], holds: Holds | None, k: int) -> dict:
 # ----------------------------------------------------------------------------- summaries
 
 
-def _mean(rows: list[dict], key: str) -> float | None:
+def mean_of(rows: list[dict], key: str) -> float | None:
+    """Mean of `key` over the rows that have it; None when none has (the metric does not apply)."""
     values = [r[key] for r in rows if r.get(key) is not None]
     return sum(values) / len(values) if values else None
 
@@ -134,8 +135,8 @@ def summarize(rows: list[dict]) -> dict:
     listed a result holding the answer (opened from a results page); P(quote | seen) over
     episodes that opened a page holding it; P(search again | miss) over searches whose listed
     results all miss (a later search in the same episode counts)."""
-    out: dict = {key: _mean(rows, key) for key, _ in FUNNEL}
-    out["cites"] = _mean(rows, "cites")
+    out: dict = {key: mean_of(rows, key) for key, _ in FUNNEL}
+    out["cites"] = mean_of(rows, "cites")
     citing = [r for r in rows if r.get("cites") is not None and r.get("supported") is not None]
     out["citation_precision"] = _ratio(
         citing, lambda r: r["supported"] * r["cites"], lambda r: r["cites"]
@@ -157,7 +158,7 @@ def summarize(rows: list[dict]) -> dict:
         "searched_more_than_once": sum(r["searches"] > 1 for r in browsed) / n,
         "opened_ranks": {str(k): ranks[k] for k in sorted(ranks)},
         "opened_other_than_first": sum(any(k > 0 for k in r["opened_ranks"]) for r in browsed) / n,
-        "p_open_answer_given_listed": _mean(browsed, "opened_listed_answer"),
+        "p_open_answer_given_listed": mean_of(browsed, "opened_listed_answer"),
         "p_quote_given_seen": _ratio(
             browsed, lambda r: r["quoted_answer"] * r["seen_answer"], lambda r: r["seen_answer"]
         ),
