@@ -64,6 +64,13 @@ class EpisodeRecord:
     steps: list[Step] = field(default_factory=list)
     quotes: list[SavedQuote] = field(default_factory=list)
     answer: str | None = None
+    """The final answer: as written, minus every `[n]` whose quote does not support it
+    (`env.citations.check`)."""
+    raw_answer: str | None = None
+    """The answer as the policy wrote it, before the citation check (nothing is lost)."""
+    supported_by_quotes: bool | None = None
+    """The answer cites a quote that supports it; False: answered from memory (None: no answer
+    step, or a record older than the check)."""
     end: str | None = None
     """Why browsing stopped: answer | nonsense | controversial | budget | quote_limit."""
     model: str | None = None

@@ -7,12 +7,10 @@ each (the answer is never cut) so long quotes cannot push the answer out of the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-CITATION = re.compile(r"\[(\d+)\]")
-"""How an answer cites its quotes: `[n]`, numbered from 1 (webagent.answers reads them)."""
+from env.citations import CITATION
 
 
 @dataclass(frozen=True)

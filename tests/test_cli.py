@@ -55,7 +55,14 @@ def test_ask_json_schema(tiny_dir, cli_env, wiki, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)  # stdout holds exactly one JSON object
-    assert set(data) == {"question", "answer", "references", "actions"}
+    assert set(data) == {
+        "question",
+        "answer",
+        "supported_by_quotes",
+        "raw_answer",
+        "references",
+        "actions",
+    }
     assert data["question"] == "Which river flows through Baghdad?"
     assert isinstance(data["actions"], list) and len(data["actions"]) == 2
     (record,) = read_records(record_file)

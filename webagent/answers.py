@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
+from env.citations import CITATION
 from env.record import EpisodeRecord
-from reward.text import CITATION
 
 
 def cited(answer: str | None) -> list[int]:
@@ -39,6 +39,8 @@ def to_json(record: EpisodeRecord) -> dict:
     return {
         "question": record.question,
         "answer": record.answer,
+        "supported_by_quotes": record.supported_by_quotes,
+        "raw_answer": record.raw_answer,
         "references": references(record),
         "actions": actions(record),
     }
@@ -57,6 +59,15 @@ def describe_step(record: EpisodeRecord, index: int) -> str:
     return line
 
 
+def unsupported_note(record: EpisodeRecord) -> str:
+    """How ask, the REPL and transcripts mark an answer no quote supports."""
+    dropped = [n for n in cited(record.raw_answer) if n not in cited(record.answer)]
+    note = "not supported by the quoted sources: answered from memory"
+    if dropped:
+        note += f"; removed {', '.join(f'[{n}]' for n in dropped)}, which did not support it"
+    return note
+
+
 def format_answer(record: EpisodeRecord) -> str:
     """The answer followed by its numbered references, for people."""
     if record.answer is None:
@@ -64,6 +75,8 @@ def format_answer(record: EpisodeRecord) -> str:
         lines = [f"No answer: {why}."]
     else:
         lines = [record.answer]
+        if record.supported_by_quotes is False:
+            lines.append(f"({unsupported_note(record)})")
         missing = [n for n in cited(record.answer) if not 1 <= n <= len(record.quotes)]
         if missing:
             lines.append(f"(cites {', '.join(f'[{n}]' for n in missing)} that no quote has)")

@@ -6,8 +6,9 @@
     webagent eval --compare runs/dev-closed runs/dev-rag3 runs/dev-browse --out runs/compare
 
 A run directory holds `config.json`, `results.jsonl` (one line per question, with the full
-episode), `summary.json`, `report.md` and `plot.png`. An interrupted run continues where it
-stopped: finished questions are read back and skipped, so nothing is duplicated or lost.
+episode), `summary.json`, `report.md`, `plot.png` and `funnel.png` (the evidence funnel and
+behaviour metrics: `webagent.funnel`). An interrupted run continues where it stopped: finished
+questions are read back and skipped, so nothing is duplicated or lost.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from env.cache import PageCache
@@ -24,7 +26,9 @@ from env.errors import CacheError
 from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
+from env.sources.local import url_key
 from reward.checkpoint import check_fingerprint
+from webagent import funnel
 from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
 from webagent.metrics import (
@@ -93,49 +97,69 @@ def score(question: Question, answer: str | None, quotes: Sequence[str] = ()) ->
     }
 
 
-def episode_row(question: Question, record: EpisodeRecord, cache: PageCache | None) -> dict:
+def episode_row(
+    question: Question,
+    record: EpisodeRecord,
+    cache: PageCache | None,
+    corpus: CorpusIndex | None = None,
+) -> dict:
+    """A browsing episode's metrics, funnel stages and behaviour (`webagent.funnel.evidence`)."""
     browse = [s for s in record.steps if s.phase == "browse"]
-    seen = []
+    pages = {}
     if cache is not None:
         for pid in record.page_ids:
             with contextlib.suppress(CacheError):
-                seen.append(cache.get(pid).text)
+                pages[pid] = cache.get(pid)
+    holds = corpus.holder(question.aliases) if corpus is not None else None
     return {
         **score(question, record.answer, [q.extract for q in record.quotes]),
         "answer": record.answer,
+        "supported_by_quotes": record.supported_by_quotes,
         "actions": len(browse),
         "invalid_actions": sum(1 for s in browse if s.command is None),
-        "seen_answer": float(any_alias_in(seen, question.aliases)),
+        **funnel.evidence(record, question.aliases, pages, holds),
         "seconds": sum(s.seconds or 0.0 for s in record.steps),
         "episode": record.to_dict(),
     }
 
 
 class CorpusIndex:
-    """Normalised text of a whole local corpus: is an answer anywhere in it? (coverage bound)"""
+    """Normalised text of a whole local corpus, and of each document by URL: is an answer
+    anywhere in it (coverage bound), and in the document a search result points to?"""
 
     def __init__(self, source: PageSource):
         docs = getattr(source, "docs", None)
         if docs is None and hasattr(source, "_ensure_index"):
             source._ensure_index()  # a ZIM archive lists its articles on first search
             docs = source.docs
-        self.text = (
-            " " + " \n ".join(normalize_answer(f"{d.title}. {d.text}") for d in docs) + " "
-            if docs
-            else None
-        )
+        texts = [f" {normalize_answer(f'{d.title}. {d.text}')} " for d in docs or []]
+        self.by_url = {url_key(d.url): t for d, t in zip(docs or [], texts, strict=True)}
+        self.text = "\n".join(texts) if docs else None
 
     def contains(self, aliases: Sequence[str]) -> float | None:
         if self.text is None:
             return None
         return float(any(f" {a} " in self.text for a in map(normalize_answer, aliases) if a))
 
+    def holder(self, aliases: Sequence[str]) -> funnel.Holds:
+        """Whether the document at a URL holds an alias (False for a URL not in the corpus)."""
+        wanted = [f" {a} " for a in map(normalize_answer, aliases) if a]
+
+        def holds(url: str) -> bool:
+            text = self.by_url.get(url_key(url), "")
+            return any(a in text for a in wanted)
+
+        return holds
+
 
 # ----------------------------------------------------------------------------- runs
 
 
 def _rows_browse(
-    args: EvalArgs, questions: list[Question], positions: dict[str, int] | None = None
+    args: EvalArgs,
+    questions: list[Question],
+    positions: dict[str, int] | None = None,
+    corpus: CorpusIndex | None = None,
 ) -> Iterator[tuple[Question, dict]]:
     """Episodes for the questions; `positions` (index in the whole question set) fixes each
     episode's seed, so a resumed run samples exactly what an uninterrupted one would."""
@@ -150,16 +174,18 @@ def _rows_browse(
     config = run_config(args.policy, batch_size=args.batch)
     if n == 1:
         for i, record in run_episodes(policy, tasks, make_env, config):
-            yield questions[i], episode_row(questions[i], record, cache)
+            yield questions[i], episode_row(questions[i], record, cache, corpus)
         return
     from reward.model import RewardScorer
 
     scorer = RewardScorer(args.rm)
     for qi, records in grouped(run_episodes(policy, tasks, make_env, config), n):
-        yield questions[qi], best_of_row(questions[qi], records, scorer, cache)
+        yield questions[qi], best_of_row(questions[qi], records, scorer, cache, corpus)
 
 
-def best_of_row(question: Question, records: list[EpisodeRecord], scorer, cache) -> dict:
+def best_of_row(
+    question: Question, records: list[EpisodeRecord], scorer, cache, corpus=None
+) -> dict:
     """The best-scored candidate's row, with every candidate's answer, score and metrics (so
     best-of-k for any k <= n can be read off the same run: `best_of_curve`)."""
     from reward.best_of_n import rank
@@ -167,7 +193,7 @@ def best_of_row(question: Question, records: list[EpisodeRecord], scorer, cache)
     t0 = time.perf_counter()
     ranked = rank(question.question, records, scorer)
     scoring = time.perf_counter() - t0
-    rows = [episode_row(question, r, cache) for r in records]
+    rows = [episode_row(question, r, cache, corpus) for r in records]
     best = dict(rows[ranked.best])
     best["candidates"] = [
         {"answer": row["answer"], "score": s, "em": row["em"], "supported": row["supported"],
@@ -229,32 +255,41 @@ def best_of_curve(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _rows_prompted(args: EvalArgs, questions: list[Question]) -> Iterator[tuple[Question, dict]]:
+def _rows_prompted(
+    args: EvalArgs, questions: list[Question], corpus: CorpusIndex | None = None
+) -> Iterator[tuple[Question, dict]]:
     """Closed-book and retrieve-then-read: one short completion per question, in batches."""
     policy = load_policy(args.policy)
     source = args.env.open()[0] if args.rag else None
     for start in range(0, len(questions), args.batch):
         chunk = questions[start : start + args.batch]
-        prompts, passages = [], []
+        prompts, passages, urls = [], [], []
         for q in chunk:
             if source is None:
                 prompts.append(policy.format.closed_book(q.question, policy.tokenizer))
                 passages.append([])
+                urls.append([])
                 continue
             pages = []
-            for hit in source.search(q.question, args.rag):
+            hits = source.search(q.question, args.rag)
+            for hit in hits:
                 page = source.get(hit.url)
                 pages.append((page.title, strip_markup(" ".join(page.lines))[:1500]))
             prompts.append(policy.format.rag(q.question, pages, policy.tokenizer))
             passages.append(pages)
+            urls.append([hit.url for hit in hits])
         t0 = time.perf_counter()
         gens = policy.generate(prompts, max_new_tokens=24, sampling=sampling_of(args.policy),
                                seeds=[args.policy.seed + start + i for i in range(len(chunk))])  # fmt: skip
         seconds = (time.perf_counter() - t0) / len(chunk)
-        for q, prompt, gen, pages in zip(chunk, prompts, gens, passages, strict=True):
+        for q, prompt, gen, pages, found in zip(chunk, prompts, gens, passages, urls, strict=True):
             answer = completion_to_action(gen.text)
             texts = [t for _, t in pages]
-            row = {**score(q, answer), "answer": answer, "actions": 0, "invalid_actions": 0,
+            holds = corpus.holder(q.aliases) if corpus is not None else None
+            # no quotes to cite: the citation stages do not apply (shown as "—")
+            row = {**score(q, answer), "supported": None, "citation_valid": None, "answer": answer,
+                   "actions": 0, "invalid_actions": 0,
+                   **funnel.passages_evidence(found, holds, args.rag),
                    "seen_answer": float(any_alias_in(texts, q.aliases)) if pages else None,
                    "seconds": seconds, "prompt": prompt, "completion": gen.text,
                    "passages": [title for title, _ in pages]}  # fmt: skip
@@ -286,6 +321,7 @@ def run(args: EvalArgs) -> Path:
     done = {row["question_id"] for row in finished}
     todo = [q for q in questions if q.id not in done]
     corpus = CorpusIndex(args.env.open()[0]) if args.env.source != "web" else None
+    corpus = corpus if corpus is not None and corpus.text is not None else None
 
     from tqdm import tqdm
 
@@ -294,9 +330,9 @@ def run(args: EvalArgs) -> Path:
     )
     ems = [row["em"] for row in finished]
     rows = (
-        _rows_prompted(args, todo)
+        _rows_prompted(args, todo, corpus)
         if (args.closed_book or args.rag)
-        else _rows_browse(args, todo, {q.id: i for i, q in enumerate(questions)})
+        else _rows_browse(args, todo, {q.id: i for i, q in enumerate(questions)}, corpus)
     )
     if todo:
         for q, row in rows:
@@ -316,8 +352,7 @@ def run(args: EvalArgs) -> Path:
 
 def summarize(rows: list[dict], settings: dict) -> dict:
     n = len(rows)
-    mean = lambda key: sum(r[key] for r in rows if r.get(key) is not None) / max(  # noqa: E731
-        1, sum(1 for r in rows if r.get(key) is not None))  # fmt: skip
+    mean = partial(funnel.mean_of, rows)  # None when no row has the key (it does not apply)
     actions = sum(r["actions"] for r in rows)
     summary = {
         "n": n, "em": mean("em"), "f1": mean("f1"), "contains": mean("contains"),
@@ -325,8 +360,7 @@ def summarize(rows: list[dict], settings: dict) -> dict:
         "mean_actions": actions / max(n, 1),
         "invalid_rate": sum(r["invalid_actions"] for r in rows) / max(actions, 1),
         "no_answer_rate": mean("no_answer"), "seconds_per_question": mean("seconds"),
-        "seen_answer": mean("seen_answer") if any(r.get("seen_answer") is not None for r in rows) else None,
-        "in_corpus": mean("in_corpus") if any(r.get("in_corpus") is not None for r in rows) else None,
+        **funnel.summarize(rows),
     }  # fmt: skip
     curve = best_of_curve(rows) if any(r.get("candidates") for r in rows) else None
     if curve:
@@ -336,7 +370,7 @@ def summarize(rows: list[dict], settings: dict) -> dict:
 
 
 def _table(summaries: list[tuple[str, dict]]) -> str:
-    keys = SUMMARY_KEYS + ["seen_answer", "in_corpus"]
+    keys = SUMMARY_KEYS
     lines = ["| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, s in summaries:
         cells = []
@@ -353,13 +387,17 @@ def write_reports(out: Path, settings: dict) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     report = [f"# Evaluation: {settings['mode']} — {settings['model']}", "",
               f"Data: `{settings['dataset']}` ({summary['n']} questions)", "", _table([(settings["mode"], summary)]), "",
-              "`seen_answer`: an alias occurs in a page the agent saw (or the pasted passages); "
-              "`in_corpus`: it occurs anywhere in the corpus — the coverage bounds.", "",
+              *funnel.tables([(settings["mode"], summary)]),
+              "`seen_answer`: an alias occurs in a page the agent opened (or the pasted passages); "
+              "`in_corpus`: it occurs anywhere in the corpus — the coverage bounds; `supported`: "
+              "an alias the answer names is in a quote it cites.", "",
+              "![evidence funnel](funnel.png)", "",
               *_curve_table(summary.get("best_of_curve")),
               "![accuracy by number of actions](plot.png)", "", "Settings:", "```json",
               json.dumps(settings, indent=2), "```"]  # fmt: skip
     (out / "report.md").write_text("\n".join(report) + "\n")
     _plot_by_actions(rows, out / "plot.png", settings["mode"])
+    funnel.plot([(settings["mode"], summary)], out / "funnel.png")
     return summary
 
 
@@ -388,7 +426,7 @@ def _plot_by_actions(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     x = range(len(labels))
     for offset, key in [(-0.2, "em"), (0.0, "contains"), (0.2, "supported")]:
-        ax.bar([i + offset for i in x], [sum(r[key] for r in buckets[k]) / len(buckets[k]) for k in labels],
+        ax.bar([i + offset for i in x], [sum(r[key] or 0 for r in buckets[k]) / len(buckets[k]) for k in labels],
                width=0.2, label=key)  # fmt: skip
     ax.set_xticks(list(x), [f"{k}\n(n={len(buckets[k])})" for k in labels])
     ax.set_xlabel("actions taken")
@@ -411,8 +449,13 @@ def compare(dirs: Sequence[str], out: str) -> Path:
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     (target / "compare.md").write_text(
-        "# Comparison\n\n" + _table(summaries) + "\n\n![EM across runs](compare.png)\n"
+        "# Comparison\n\n"
+        + _table(summaries)
+        + "\n\n![EM across runs](compare.png)\n\n"
+        + "\n".join(funnel.tables(summaries))
+        + "\n![evidence funnel](funnel.png)\n"
     )
+    funnel.plot(summaries, target / "funnel.png")
 
     import matplotlib
 

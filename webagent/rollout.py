@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from env import citations
 from env.browser import Admissible, BrowserEnv
 from env.observation import render_answer
 from env.questions import QuestionError, check_question
@@ -183,7 +184,7 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     record.seed = slot.seed
     record.meta.update(getattr(policy, "record_meta", {}))  # a served policy: server, decoding aid
     if record.answer == NO_QUOTES_ANSWER:
-        record.answer = None
+        record.answer = record.supported_by_quotes = None
         record.meta["no_answer"] = (
             WROTE_NO_ANSWER if record.quotes else "browsing collected no quotes"
         )
@@ -248,6 +249,7 @@ def reanswer(
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
             action = completion_to_action(gen.text)
+            finished = citations.check(action, record.quotes, record.question)  # as the env does
             clone.steps = [
                 replace(
                     last,
@@ -263,7 +265,8 @@ def reanswer(
                     error=None,
                 )
             ]
-            clone.answer = action or None
+            clone.raw_answer, clone.answer = action, finished.answer or None
+            clone.supported_by_quotes = finished.supported_by_quotes if clone.answer else None
             clone.model = policy.name
             clone.meta = {
                 **clone.meta,
