@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from env.commands import KEYWORDS
+from reward.stack import check_transformers
 from webagent.models import unwrap
 from webagent.prompts import PromptFormat, format_for
 
@@ -84,6 +85,7 @@ class HFPolicy:
 
     def __init__(self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None,
                  cache_prefix: bool = True, free_answers: bool = False):  # fmt: skip
+        check_transformers()  # the decode loop passes its cache as `cache=` (transformers 5.24)
         self.model = model.eval()
         self.free_answers = free_answers
         """Answers are not held to quote spans by the decoding aid (a policy taught to answer
@@ -186,8 +188,8 @@ class HFPolicy:
     def _forward(self, input_ids, position_ids, past=None, mask=None):
         """The decoder body only: last hidden state per row, and the updated cache."""
         out = self._decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                            past_key_values=past, use_cache=True)  # fmt: skip
-        return out.last_hidden_state[:, -1, :], out.past_key_values
+                            cache=past, use_cache=True)  # fmt: skip
+        return out.last_hidden_state[:, -1, :], out.cache
 
     def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
         """LM head on hidden state(s) `h`, over `allowed` token ids only when given (Gemma: 262k rows)."""
