@@ -79,6 +79,15 @@ class _Trie:
         else:
             node.end = True
 
+    def forced_tail(self) -> list[int] | None:
+        """The tokens that must follow this node if one path leads from it to a command's end
+        (no branch, no keyword to free text, no earlier end): else None."""
+        tail, node = [], self
+        while not (node.end or node.free) and len(node.children) == 1:
+            tok, node = next(iter(node.children.items()))
+            tail.append(tok)
+        return tail if tail and node.end and not node.children and not node.free else None
+
 
 class HFPolicy:
     """A HuggingFace causal LM as a browsing policy."""
@@ -123,6 +132,14 @@ class HFPolicy:
         if "\n" not in self.tokenizer.decode(tokens[-1:]):
             return False
         return bool(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+
+    def _stops(self, tokens: list[int], cap: int, stop_at_newline: bool) -> bool:
+        """A row ends at an end token, its token cap, or (if asked) the end of a line."""
+        return (
+            tokens[-1] in self.stop_ids
+            or len(tokens) >= cap
+            or (stop_at_newline and self._ends_line(tokens))
+        )
 
     def trie(self, admissible) -> _Trie:
         """The token trie of an `Admissible` set (whole commands and free-text keywords)."""
@@ -275,13 +292,17 @@ class HFPolicy:
                 chosen[i] = tok
                 tokens[i].append(tok)
                 logps[i].append(logp_tok)
-                if (
-                    finished_command
-                    or tok in self.stop_ids
-                    or len(tokens[i]) >= caps[i]
-                    or (stop_at_newline and self._ends_line(tokens[i]))
-                ):
-                    done[i] = True
+                done[i] = finished_command or self._stops(tokens[i], caps[i], stop_at_newline)
+                # The rest of a whole command is forced (one child per node down to its end):
+                # its tokens are drawn with probability 1 (log-prob exactly 0) and nothing
+                # follows them in this step, so append them without a forward pass each.
+                tail = None if done[i] or nodes[i] is None else nodes[i].forced_tail()
+                while tail:
+                    tokens[i].append(tail.pop(0))
+                    logps[i].append(0.0)
+                    done[i] = not tail or self._stops(tokens[i], caps[i], stop_at_newline)
+                    if done[i]:
+                        break
             if all(done):
                 break
             mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype)], dim=1)
