@@ -9,8 +9,9 @@ torch.ao's `quantize_dynamic` does the same with one scale per activation tensor
 deprecated (it warns on every call) and coarser.
 
 The arithmetic changes, so this is an option for sampling (ask, eval, comparisons), measured
-against fp32 in bench/; training keeps fp32. The LM head (tied to the embeddings) stays fp32:
-the policy multiplies only the allowed rows of it for a constrained row.
+against fp32 in bench/; training keeps fp32. The LM head (tied to the embeddings) stays fp32
+where the policy multiplies only the allowed rows of it (a constrained row); an int8 copy,
+`model.int8_head`, serves the rows that need all 262k logits (free text).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class Int8Linear(nn.Module):
         w = linear.weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_t", torch.round(w / scale[:, None]).to(torch.int8).t())
+        self.register_buffer(
+            "weight_t", torch.round(w / scale[:, None]).to(torch.int8).t().contiguous()
+        )
         self.register_buffer("weight_scale", scale)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias)
@@ -49,7 +52,8 @@ def quantize(model: Any) -> Any:
     """The model for sampling with int8 linear layers in its decoder body.
 
     A LoRA adapter is merged into the base weights first (one matrix per layer again). Returns
-    the (unwrapped) transformers model; the LM head and embeddings stay float.
+    the (unwrapped) transformers model; the LM head and embeddings stay float, with an int8
+    copy of the head as ``model.int8_head`` for full-vocabulary logits.
     """
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -58,4 +62,5 @@ def quantize(model: Any) -> Any:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear(child))
+    model.int8_head = Int8Linear(model.get_output_embeddings())
     return model.eval()

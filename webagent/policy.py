@@ -103,6 +103,9 @@ class HFPolicy:
         self.name = name
         self.format = prompt_format or format_for(tokenizer)
         self.cache_prefix = cache_prefix
+        self.jump_forward = True
+        """Append a command's forced tail without a forward pass per token (exact; off only to
+        measure what it saves, bench/episodes.py)."""
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -118,6 +121,8 @@ class HFPolicy:
         inner = unwrap(model)
         self._decoder = inner.get_decoder()
         self._head = inner.get_output_embeddings()
+        self._full_head = getattr(inner, "int8_head", None) or self._head
+        """What computes all logits of a free row (webagent.int8 adds an int8 copy of the head)."""
         self._softcap = getattr(inner.config, "final_logit_softcapping", None)
 
     def prompt(self, phase: str, observation: str) -> str:
@@ -210,12 +215,12 @@ class HFPolicy:
 
     def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
         """LM head on hidden state(s) `h`, over `allowed` token ids only when given (Gemma: 262k rows)."""
-        weight, bias = self._head.weight, self._head.bias
-        if allowed is not None:
+        if allowed is None:
+            logits = self._full_head(h).float()
+        else:
             idx = torch.tensor(allowed)
-            weight = weight[idx]
-            bias = None if bias is None else bias[idx]
-        logits = F.linear(h, weight, bias).float()
+            bias = None if self._head.bias is None else self._head.bias[idx]
+            logits = F.linear(h, self._head.weight[idx], bias).float()
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
@@ -296,7 +301,11 @@ class HFPolicy:
                 # The rest of a whole command is forced (one child per node down to its end):
                 # its tokens are drawn with probability 1 (log-prob exactly 0) and nothing
                 # follows them in this step, so append them without a forward pass each.
-                tail = None if done[i] or nodes[i] is None else nodes[i].forced_tail()
+                tail = (
+                    None
+                    if done[i] or not self.jump_forward or nodes[i] is None
+                    else nodes[i].forced_tail()
+                )
                 while tail:
                     tokens[i].append(tail.pop(0))
                     logps[i].append(0.0)
