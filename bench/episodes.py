@@ -1,13 +1,15 @@
 """Episodes per minute and seconds per step (prefill and decode apart), batch 1 against batch 8,
-fp32 against the int8 fast path (`--int8`, webagent.int8).
+for three variants of the policy: `before` (fp32, every token decoded by a forward pass),
+`fp32` (forced command tails appended without one: exact) and `int8` (that plus int8 weights,
+`--int8`, webagent.int8).
 
     .venv/bin/python bench/episodes.py                 # default policy, 16 dev questions
     .venv/bin/python bench/episodes.py --quick         # 4 questions, 4 actions
-    .venv/bin/python bench/episodes.py --model smollm2-135m --batches 1 4 8 --variants fp32
+    .venv/bin/python bench/episodes.py --model smollm2-135m --batches 1 4 8 --variants before fp32
 
 Every run plays the same questions with the same seeds in one process, the variants
 interleaved at each batch size, so the ratios are fair on a shared machine. `same actions`
-counts episodes whose actions equal the fp32 run's at that batch size.
+counts episodes whose actions equal the first variant's at that batch size.
 Questions come from ../shared/data/triviaqa/dev.jsonl (a few built-in ones when it is absent).
 """
 
@@ -50,7 +52,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--max-actions", type=int, default=8)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--variants", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    variants = ["before", "fp32", "int8"]
+    ap.add_argument("--variants", nargs="+", default=variants, choices=variants)
     ap.add_argument("--quick", action="store_true", help="4 questions, 4 actions")
     args = ap.parse_args()
     if args.quick:
@@ -66,6 +69,7 @@ def main() -> None:
         policy_args = PolicyArgs(model=args.model, int8=variant == "int8")
         t0 = time.perf_counter()
         policies[variant] = Timed(load_policy(policy_args))
+        policies[variant].jump_forward = variant != "before"
         load_s[variant] = time.perf_counter() - t0
         # builds the prefix cache
         policies[variant].generate(
@@ -88,8 +92,10 @@ def main() -> None:
             rows.append(_row(variant, batch, policy, records, wall, actions, reference))
 
     loads = ", ".join(f"{v} {s:.1f} s" for v, s in load_s.items())
+    import torch
+
     print(f"\nmodel {args.model} (load {loads}), {len(questions)} questions, "
-          f"max {args.max_actions} actions, greedy\n")  # fmt: skip
+          f"max {args.max_actions} actions, greedy, {torch.get_num_threads()} thread(s)\n")  # fmt: skip
     cols = ["variant", "batch", "episodes", "steps", "wall_s", "eps_per_min", "s_per_step",
             "prefill_s_per_step", "decode_s_per_step", "ms_per_token", "same_actions"]  # fmt: skip
     print("| " + " | ".join(cols) + " |")

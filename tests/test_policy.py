@@ -250,3 +250,33 @@ def test_free_answer_policy_is_not_held_to_quote_spans(wiki):
         not (cited(a) and any(strip_citations(a) in q for q in quotes))
         for a, quotes in answers[True]
     ), "free answers are not forced into quote spans"
+
+
+def test_forced_tails_are_appended_exactly(policy, wiki):
+    """Appending a command's forced tail without forward passes gives the same tokens and
+    log-probs as decoding it, greedy and sampled, and saves the passes."""
+    env = BrowserEnv(wiki)
+    env.reset("Which river flows through Baghdad?")
+    env.step("Search Baghdad Tigris")
+    env.step("Clicked on link 0")
+    admissible = env.admissible()
+    prompt = policy.prompt("browse", env.observation())
+    calls = []
+    forward = policy._forward
+    policy._forward = lambda *a: calls.append(a[0].shape) or forward(*a)
+    try:
+        out = {}
+        for jump in (False, True):
+            policy.jump_forward = jump
+            calls.clear()
+            for sampling in (Sampling(), Sampling(temperature=1.5)):
+                gens = policy.generate([prompt] * 4, max_new_tokens=300, sampling=sampling,
+                                       seeds=range(4), constrained=[admissible] * 4)  # fmt: skip
+                out[jump, sampling.temperature] = [(g.token_ids, g.logprobs) for g in gens]
+            out[jump] = len(calls)
+    finally:
+        policy.jump_forward = True
+        policy._forward = forward
+    for temperature in (0.0, 1.5):
+        assert out[True, temperature] == out[False, temperature]
+    assert out[True] < out[False]
