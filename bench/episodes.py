@@ -1,7 +1,8 @@
 """Episodes per minute and seconds per step (prefill and decode apart), batch 1 against batch 8,
-for three variants of the policy: `before` (fp32, every token decoded by a forward pass),
-`fp32` (forced command tails appended without one: exact) and `int8` (that plus int8 weights,
-`--int8`, webagent.int8).
+for three variants of the policy: `before` (fp32, every token decoded by a forward pass, every
+observation prefilled whole), `fp32` (forced command tails appended without a forward pass,
+an observation prefilled on the start it shares with the last step's) and `int8` (that plus
+int8 weights, `--int8`, webagent.int8).
 
     .venv/bin/python bench/episodes.py                 # default policy, 16 dev questions
     .venv/bin/python bench/episodes.py --quick         # 4 questions, 4 actions
@@ -70,6 +71,7 @@ def main() -> None:
         t0 = time.perf_counter()
         policies[variant] = Timed(load_policy(policy_args))
         policies[variant].jump_forward = variant != "before"
+        policies[variant].reuse_prompts = variant != "before"
         load_s[variant] = time.perf_counter() - t0
         # builds the prefix cache
         policies[variant].generate(

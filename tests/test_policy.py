@@ -162,14 +162,14 @@ def test_answer_helpers():
                                                "extract": "It flows."}]}  # fmt: skip
 
 
-def _tiny_gemma(vocab_size: int):
+def _tiny_gemma(vocab_size: int, window: int = 8):
     """Gemma 3's layout (sliding-window and full layers) at toy size: a window of 8 tokens."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=window,
         layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=4096,
         pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )  # fmt: skip
@@ -280,3 +280,24 @@ def test_forced_tails_are_appended_exactly(policy, wiki):
     for temperature in (0.0, 1.5):
         assert out[True, temperature] == out[False, temperature]
     assert out[True] < out[False]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_step_reuses_the_start_it_shares_with_the_last_one(arch):
+    """The next observation of an episode repeats the start of the last one: it is prefilled on
+    that cache, and decodes as HF generate does on the whole prompt."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok)) if arch == "llama" else _tiny_gemma(len(tok), window=1024)
+    policy = HFPolicy(model, tok, name=arch, prompt_format=PromptFormat("base", examples=1))
+    first = policy.prompt("browse", "●Question\nWhich river flows through Baghdad?\n●Quotes\nNone")
+    second = policy.prompt("browse", "●Question\nWhich river flows through Baghdad?\n●Past")
+    starts = []
+    recent_start = policy._recent_start
+    policy._recent_start = lambda ids, floor: starts.append(recent_start(ids, floor)) or starts[-1]
+    for prompt in (first, second):
+        (got,) = policy.generate([prompt], max_new_tokens=8, stop_at_newline=False)
+        enc = tok(prompt, return_tensors="pt")
+        ref = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        assert got.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(got.token_ids)]
+    assert starts[0] is None and starts[1] is not None
+    assert starts[1][0] > len(policy._prefix_ids["browse"]) + 5

@@ -106,6 +106,10 @@ class HFPolicy:
         self.jump_forward = True
         """Append a command's forced tail without a forward pass per token (exact; off only to
         measure what it saves, bench/episodes.py)."""
+        self.reuse_prompts = True
+        """Prefill a prompt on the cache of the longest start it shares with one of the last
+        `RECENT_PROMPTS` prompts (on top of the fixed prefix; off only to measure it)."""
+        self._recent: list[tuple[list[int], Any]] = []
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -176,15 +180,35 @@ class HFPolicy:
                 return prefix_ids, self._prefixes[phase]
         return None
 
+    def _recent_start(self, ids: list[int], floor: int) -> tuple[int, Any] | None:
+        """The longest start (longer than `floor`) this prompt shares with a recently prefilled
+        one, and a cache of it: an episode's next observation repeats the question, quotes and
+        past actions its last one began with."""
+        best, best_len = None, floor
+        for old_ids, snapshot in self._recent:
+            n = min(len(old_ids), len(ids) - 1)  # prefill at least the last token
+            shared = 0
+            while shared < n and old_ids[shared] == ids[shared]:
+                shared += 1
+            if shared > best_len:
+                best, best_len = snapshot, shared
+        return None if best is None else (best_len, _cut(best, best_len))
+
     def _prefill_rows(self, rows: list[list[int]]):
         """Prefill each row alone (on its cached prefix), then merge into one left-padded batch."""
         caches, hidden = [], []
         for ids in rows:
             hit = self._prefix_for(ids)
             start, past = (len(hit[0]), copy.deepcopy(hit[1])) if hit else (0, None)
+            recent = self._recent_start(ids, start) if self.reuse_prompts and hit else None
+            if recent is not None:
+                start, past = recent
             h, cache = self._forward(
                 torch.tensor([ids[start:]]), torch.arange(start, len(ids))[None], past
             )
+            snapshot = _snapshot(cache, len(ids)) if self.reuse_prompts else None
+            if snapshot is not None:
+                self._recent = [*self._recent[1 - RECENT_PROMPTS :], (ids, snapshot)]
             caches.append(cache)
             hidden.append(h)
         merged = _merge_caches(caches)
@@ -362,6 +386,35 @@ def _merge_caches(caches: list[Any]) -> Any | None:
             new.cumulative_length = max(p.cumulative_length for p in parts)
         merged.layers.append(new)
     return merged
+
+
+RECENT_PROMPTS = 16
+"""Prefilled prompts kept for `HFPolicy.reuse_prompts` (two steps of a batch of 8)."""
+
+
+def _snapshot(cache: Any, length: int) -> Any | None:
+    """A copy of a one-row cache that later decoding leaves alone (layers grow by concatenating
+    new tensors), if every layer still holds all `length` positions (none slid out of a window)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(la, "keys", None) is None or la.keys.shape[-2] != length
+                         for la in layers):  # fmt: skip
+        return None
+    snapshot = copy.copy(cache)
+    snapshot.layers = [copy.copy(layer) for layer in layers]
+    return snapshot
+
+
+def _cut(snapshot: Any, length: int) -> Any:
+    """A cache of the first `length` positions of a snapshot (views; the snapshot is unchanged)."""
+    cut = copy.copy(snapshot)
+    cut.layers = []
+    for layer in snapshot.layers:
+        new = copy.copy(layer)
+        new.keys, new.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+        if hasattr(layer, "cumulative_length"):
+            new.cumulative_length = length
+        cut.layers.append(new)
+    return cut
 
 
 def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
