@@ -53,7 +53,9 @@ def quantize(model: Any) -> Any:
 
     A LoRA adapter is merged into the base weights first (one matrix per layer again). Returns
     the (unwrapped) transformers model; the LM head and embeddings stay float, with an int8
-    copy of the head as ``model.int8_head`` for full-vocabulary logits.
+    copy of the head as ``model.int8_head`` for full-vocabulary logits. The model passed in is
+    changed in place (merged, layers replaced): quantize a copy loaded for sampling, never the
+    one being trained (PPO samples with the model it trains, so it keeps fp32).
     """
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
