@@ -1,9 +1,9 @@
 """webagent.int8: int8 linear layers for sampling, on tiny models built here."""
 
+import pytest
 import torch
 from tiny import tiny_model, tiny_tokenizer
 
-from reward.stack import check_transformers
 from webagent.int8 import Int8Linear, quantize
 from webagent.policy import HFPolicy, Sampling
 
@@ -21,12 +21,12 @@ def test_int8_linear_is_close_to_the_float_one():
     assert q.weight_t.dtype == torch.int8
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft vs transformers 5 (reward.stack)
 def test_quantized_lora_policy_decodes_and_a_row_is_the_same_alone_or_batched():
     """LoRA is merged before quantizing (the adapter still counts); int8 products are exact
     integers and activations are scaled per row, so batching does not change a row."""
     from peft import LoraConfig, get_peft_model
 
-    check_transformers()  # as every load does first (it hides peft's deprecation warning)
     tok = tiny_tokenizer()
     lora = get_peft_model(tiny_model(len(tok)), LoraConfig(r=4, target_modules=["q_proj"]))
     with torch.no_grad():
