@@ -108,7 +108,8 @@ class HFPolicy:
         measure what it saves, bench/episodes.py)."""
         self.reuse_prompts = True
         """Prefill a prompt on the cache of the longest start it shares with one of the last
-        `RECENT_PROMPTS` prompts (on top of the fixed prefix; off only to measure it)."""
+        `RECENT_PROMPTS` prompts (on top of the fixed prefix, so only with `cache_prefix`: a
+        model whose weights change, as in PPO, caches neither; off only to measure it)."""
         self._recent: list[tuple[list[int], Any]] = []
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -206,7 +207,7 @@ class HFPolicy:
             h, cache = self._forward(
                 torch.tensor([ids[start:]]), torch.arange(start, len(ids))[None], past
             )
-            snapshot = _snapshot(cache, len(ids)) if self.reuse_prompts else None
+            snapshot = _snapshot(cache, len(ids)) if self.reuse_prompts and hit else None
             if snapshot is not None:
                 self._recent = [*self._recent[1 - RECENT_PROMPTS :], (ids, snapshot)]
             caches.append(cache)
