@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from reward.stack import check_transformers
 from reward.text import Answer, reward_text
 
 META = "reward.json"
@@ -51,6 +52,7 @@ class RewardModel(torch.nn.Module):
         """A fresh head on a pretrained body (the LM head of a causal LM is not loaded)."""
         from transformers import AutoConfig, AutoModel
 
+        check_transformers()
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         body = AutoModel.from_pretrained(directory, dtype=dtype, local_files_only=True)
         return cls(body, "last" if is_causal(config) else "mean")
@@ -89,6 +91,7 @@ class RewardModel(torch.nn.Module):
         """(model in eval mode, tokenizer, reward.json)."""
         from transformers import AutoModel, AutoTokenizer
 
+        check_transformers()
         directory = Path(directory)
         if not (directory / META).is_file():
             raise FileNotFoundError(f"{directory} is not a reward model (no {META})")

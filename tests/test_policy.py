@@ -157,19 +157,30 @@ def test_answer_helpers():
         "cites [3] that no quote has" in text
         and "[1] Tigris — https://en.wikipedia.org/wiki/Tigris" in text
     )
-    assert to_json(record) == {"question": "Q?", "answer": "Tigris [1][3]", "actions": [],
-                               "references": [{"n": 1, "title": "Tigris", "url": "https://en.wikipedia.org/wiki/Tigris",
-                                               "extract": "It flows."}]}  # fmt: skip
+    reference = {
+        "n": 1,
+        "title": "Tigris",
+        "url": "https://en.wikipedia.org/wiki/Tigris",
+        "extract": "It flows.",
+    }
+    assert to_json(record) == {
+        "question": "Q?",
+        "answer": "Tigris [1][3]",
+        "raw_answer": None,
+        "supported_by_quotes": None,
+        "actions": [],
+        "references": [reference],
+    }
 
 
-def _tiny_gemma(vocab_size: int):
+def _tiny_gemma(vocab_size: int, window: int = 8):
     """Gemma 3's layout (sliding-window and full layers) at toy size: a window of 8 tokens."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=window,
         layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=4096,
         pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )  # fmt: skip
@@ -237,7 +248,8 @@ def test_free_answer_policy_is_not_held_to_quote_spans(wiki):
         tasks = [Task("Which river flows through Baghdad?", seed=s) for s in range(4)]
         config = RunConfig(batch_size=4, sampling=Sampling(temperature=1.5))
         records = [r for _, r in run_episodes(policy, tasks, make_env, config)]
-        answers[free] = [(r.answer, [q.extract for q in r.quotes]) for r in records if r.quotes]
+        # as decoded (raw_answer): the citation check may drop a [n] afterwards (env/citations.py)
+        answers[free] = [(r.raw_answer, [q.extract for q in r.quotes]) for r in records if r.quotes]
         if not free:  # the aid's answers continue `Answer:` after a space, as BC rows do
             answered = [r.steps[-1] for r in records if r.quotes]
             assert answered and all(s.phase == "answer" for s in answered)
@@ -250,3 +262,54 @@ def test_free_answer_policy_is_not_held_to_quote_spans(wiki):
         not (cited(a) and any(strip_citations(a) in q for q in quotes))
         for a, quotes in answers[True]
     ), "free answers are not forced into quote spans"
+
+
+def test_forced_tails_are_appended_exactly(policy, wiki):
+    """Appending a command's forced tail without forward passes gives the same tokens and
+    log-probs as decoding it, greedy and sampled, and saves the passes."""
+    env = BrowserEnv(wiki)
+    env.reset("Which river flows through Baghdad?")
+    env.step("Search Baghdad Tigris")
+    env.step("Clicked on link 0")
+    admissible = env.admissible()
+    prompt = policy.prompt("browse", env.observation())
+    calls = []
+    forward = policy._forward
+    policy._forward = lambda *a: calls.append(a[0].shape) or forward(*a)
+    try:
+        out = {}
+        for jump in (False, True):
+            policy.jump_forward = jump
+            calls.clear()
+            for sampling in (Sampling(), Sampling(temperature=1.5)):
+                gens = policy.generate([prompt] * 4, max_new_tokens=300, sampling=sampling,
+                                       seeds=range(4), constrained=[admissible] * 4)  # fmt: skip
+                out[jump, sampling.temperature] = [(g.token_ids, g.logprobs) for g in gens]
+            out[jump] = len(calls)
+    finally:
+        policy.jump_forward = True
+        policy._forward = forward
+    for temperature in (0.0, 1.5):
+        assert out[True, temperature] == out[False, temperature]
+    assert out[True] < out[False]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_step_reuses_the_start_it_shares_with_the_last_one(arch):
+    """The next observation of an episode repeats the start of the last one: it is prefilled on
+    that cache, and decodes as HF generate does on the whole prompt."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok)) if arch == "llama" else _tiny_gemma(len(tok), window=1024)
+    policy = HFPolicy(model, tok, name=arch, prompt_format=PromptFormat("base", examples=1))
+    first = policy.prompt("browse", "●Question\nWhich river flows through Baghdad?\n●Quotes\nNone")
+    second = policy.prompt("browse", "●Question\nWhich river flows through Baghdad?\n●Past")
+    starts = []
+    recent_start = policy._recent_start
+    policy._recent_start = lambda ids, floor: starts.append(recent_start(ids, floor)) or starts[-1]
+    for prompt in (first, second):
+        (got,) = policy.generate([prompt], max_new_tokens=8, stop_at_newline=False)
+        enc = tok(prompt, return_tensors="pt")
+        ref = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        assert got.token_ids == ref[0, enc.input_ids.shape[1] :].tolist()[: len(got.token_ids)]
+    assert starts[0] is None and starts[1] is not None
+    assert starts[1][0] > len(policy._prefix_ids["browse"]) + 5

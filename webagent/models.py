@@ -66,6 +66,7 @@ import torch
 
 from env.paths import cache_root
 from reward.model import last_positions  # one home: the reward model pools at the same place
+from reward.stack import check_transformers
 
 __all__ = [
     "CACHE_FORMAT",
@@ -432,6 +433,7 @@ def prepare(spec: str = DEFAULT_MODEL) -> Path:
 
 
 def _prepare_resolved(r: ResolvedSpec) -> Path:
+    check_transformers()  # every load and prepare passes here: fail before any work
     if r.cache_path is None:
         assert r.path is not None
         return r.path

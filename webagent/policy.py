@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from env.commands import KEYWORDS
+from reward.stack import check_transformers
 from webagent.models import unwrap
 from webagent.prompts import PromptFormat, format_for
 
@@ -80,12 +81,22 @@ class _Trie:
         else:
             node.end = True
 
+    def forced_tail(self) -> list[int] | None:
+        """The tokens that must follow this node if one path leads from it to a command's end
+        (no branch, no keyword to free text, no earlier end): else None."""
+        tail, node = [], self
+        while not (node.end or node.free) and len(node.children) == 1:
+            tok, node = next(iter(node.children.items()))
+            tail.append(tok)
+        return tail if tail and node.end and not node.children and not node.free else None
+
 
 class HFPolicy:
     """A HuggingFace causal LM as a browsing policy."""
 
     def __init__(self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None,
                  cache_prefix: bool = True, free_answers: bool = False):  # fmt: skip
+        check_transformers()  # the decode loop passes its cache as `cache=` (transformers 5.24)
         self.model = model.eval()
         self.free_answers = free_answers
         """Answers are not held to quote spans by the decoding aid (a policy taught to answer
@@ -94,6 +105,14 @@ class HFPolicy:
         self.name = name
         self.format = prompt_format or format_for(tokenizer)
         self.cache_prefix = cache_prefix
+        self.jump_forward = True
+        """Append a command's forced tail without a forward pass per token (exact; off only to
+        measure what it saves, bench/episodes.py)."""
+        self.reuse_prompts = True
+        """Prefill a prompt on the cache of the longest start it shares with one of the last
+        `RECENT_PROMPTS` prompts (on top of the fixed prefix, so only with `cache_prefix`: a
+        model whose weights change, as in PPO, caches neither; off only to measure it)."""
+        self._recent: list[tuple[list[int], Any]] = []
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -109,6 +128,8 @@ class HFPolicy:
         inner = unwrap(model)
         self._decoder = inner.get_decoder()
         self._head = inner.get_output_embeddings()
+        self._full_head = getattr(inner, "int8_head", None) or self._head
+        """What computes all logits of a free row (webagent.int8 adds an int8 copy of the head)."""
         self._softcap = getattr(inner.config, "final_logit_softcapping", None)
 
     def prompt(self, phase: str, observation: str) -> str:
@@ -123,6 +144,14 @@ class HFPolicy:
         if "\n" not in self.tokenizer.decode(tokens[-1:]):
             return False
         return bool(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+
+    def _stops(self, tokens: list[int], cap: int, stop_at_newline: bool) -> bool:
+        """A row ends at an end token, its token cap, or (if asked) the end of a line."""
+        return (
+            tokens[-1] in self.stop_ids
+            or len(tokens) >= cap
+            or (stop_at_newline and self._ends_line(tokens))
+        )
 
     def trie(self, admissible) -> _Trie:
         """The token trie of an `Admissible` set (whole commands and free-text keywords)."""
@@ -154,15 +183,35 @@ class HFPolicy:
                 return prefix_ids, self._prefixes[phase]
         return None
 
+    def _recent_start(self, ids: list[int], floor: int) -> tuple[int, Any] | None:
+        """The longest start (longer than `floor`) this prompt shares with a recently prefilled
+        one, and a cache of it: an episode's next observation repeats the question, quotes and
+        past actions its last one began with."""
+        best, best_len = None, floor
+        for old_ids, snapshot in self._recent:
+            n = min(len(old_ids), len(ids) - 1)  # prefill at least the last token
+            shared = 0
+            while shared < n and old_ids[shared] == ids[shared]:
+                shared += 1
+            if shared > best_len:
+                best, best_len = snapshot, shared
+        return None if best is None else (best_len, _cut(best, best_len))
+
     def _prefill_rows(self, rows: list[list[int]]):
         """Prefill each row alone (on its cached prefix), then merge into one left-padded batch."""
         caches, hidden = [], []
         for ids in rows:
             hit = self._prefix_for(ids)
             start, past = (len(hit[0]), copy.deepcopy(hit[1])) if hit else (0, None)
+            recent = self._recent_start(ids, start) if self.reuse_prompts and hit else None
+            if recent is not None:
+                start, past = recent
             h, cache = self._forward(
                 torch.tensor([ids[start:]]), torch.arange(start, len(ids))[None], past
             )
+            snapshot = _snapshot(cache, len(ids)) if self.reuse_prompts and hit else None
+            if snapshot is not None:
+                self._recent = [*self._recent[1 - RECENT_PROMPTS :], (ids, snapshot)]
             caches.append(cache)
             hidden.append(h)
         merged = _merge_caches(caches)
@@ -188,17 +237,17 @@ class HFPolicy:
     def _forward(self, input_ids, position_ids, past=None, mask=None):
         """The decoder body only: last hidden state per row, and the updated cache."""
         out = self._decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                            past_key_values=past, use_cache=True)  # fmt: skip
-        return out.last_hidden_state[:, -1, :], out.past_key_values
+                            cache=past, use_cache=True)  # fmt: skip
+        return out.last_hidden_state[:, -1, :], out.cache
 
     def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
         """LM head on hidden state(s) `h`, over `allowed` token ids only when given (Gemma: 262k rows)."""
-        weight, bias = self._head.weight, self._head.bias
-        if allowed is not None:
+        if allowed is None:
+            logits = self._full_head(h).float()
+        else:
             idx = torch.tensor(allowed)
-            weight = weight[idx]
-            bias = None if bias is None else bias[idx]
-        logits = F.linear(h, weight, bias).float()
+            bias = None if self._head.bias is None else self._head.bias[idx]
+            logits = F.linear(h, self._head.weight[idx], bias).float()
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
@@ -275,13 +324,21 @@ class HFPolicy:
                 chosen[i] = tok
                 tokens[i].append(tok)
                 logps[i].append(logp_tok)
-                if (
-                    finished_command
-                    or tok in self.stop_ids
-                    or len(tokens[i]) >= caps[i]
-                    or (stop_at_newline and self._ends_line(tokens[i]))
-                ):
-                    done[i] = True
+                done[i] = finished_command or self._stops(tokens[i], caps[i], stop_at_newline)
+                # The rest of a whole command is forced (one child per node down to its end):
+                # its tokens are drawn with probability 1 (log-prob exactly 0) and nothing
+                # follows them in this step, so append them without a forward pass each.
+                tail = (
+                    None
+                    if done[i] or not self.jump_forward or nodes[i] is None
+                    else nodes[i].forced_tail()
+                )
+                while tail:
+                    tokens[i].append(tail.pop(0))
+                    logps[i].append(0.0)
+                    done[i] = not tail or self._stops(tokens[i], caps[i], stop_at_newline)
+                    if done[i]:
+                        break
             if all(done):
                 break
             mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype)], dim=1)
@@ -332,6 +389,35 @@ def _merge_caches(caches: list[Any]) -> Any | None:
             new.cumulative_length = max(p.cumulative_length for p in parts)
         merged.layers.append(new)
     return merged
+
+
+RECENT_PROMPTS = 16
+"""Prefilled prompts kept for `HFPolicy.reuse_prompts` (two steps of a batch of 8)."""
+
+
+def _snapshot(cache: Any, length: int) -> Any | None:
+    """A copy of a one-row cache that later decoding leaves alone (layers grow by concatenating
+    new tensors), if every layer still holds all `length` positions (none slid out of a window)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(la, "keys", None) is None or la.keys.shape[-2] != length
+                         for la in layers):  # fmt: skip
+        return None
+    snapshot = copy.copy(cache)
+    snapshot.layers = [copy.copy(layer) for layer in layers]
+    return snapshot
+
+
+def _cut(snapshot: Any, length: int) -> Any:
+    """A cache of the first `length` positions of a snapshot (views; the snapshot is unchanged)."""
+    cut = copy.copy(snapshot)
+    cut.layers = []
+    for layer in snapshot.layers:
+        new = copy.copy(layer)
+        new.keys, new.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+        if hasattr(layer, "cumulative_length"):
+            new.cumulative_length = length
+        cut.layers.append(new)
+    return cut
 
 
 def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:

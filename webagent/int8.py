@@ -1,0 +1,68 @@
+"""int8 linear layers for sampling on a CPU: ~4x less weight traffic and int8 matrix products.
+
+Both phases of a step are at the fp32 limit on a small CPU (prefill is compute-bound, decode
+reads every weight once per token), so the fast path does less work per weight: each linear
+layer of the decoder body keeps its weight as int8 with one scale per output row, and each
+input row is quantized on the fly with its own scale (dynamic per-token activations), then
+`torch._int_mm` multiplies int8 by int8 into int32 (oneDNN/fbgemm kernels on AVX2).
+torch.ao's `quantize_dynamic` does the same with one scale per activation tensor, but it is
+deprecated (it warns on every call) and coarser.
+
+The arithmetic changes, so this is an option for sampling (ask, eval, comparisons), measured
+against fp32 in bench/; training keeps fp32. The LM head (tied to the embeddings) stays fp32
+where the policy multiplies only the allowed rows of it (a constrained row); an int8 copy,
+`model.int8_head`, serves the rows that need all 262k logits (free text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Int8Linear(nn.Module):
+    """``y = x W^T + b`` with W int8 per output row and x int8 per input row."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer(
+            "weight_t", torch.round(w / scale[:, None]).to(torch.int8).t().contiguous()
+        )
+        self.register_buffer("weight_scale", scale)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        scale = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+        q = torch.round(x2 / scale).to(torch.int8)
+        y = torch._int_mm(q, self.weight_t).float() * scale * self.weight_scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+def quantize(model: Any) -> Any:
+    """The model for sampling with int8 linear layers in its decoder body.
+
+    A LoRA adapter is merged into the base weights first (one matrix per layer again). Returns
+    the (unwrapped) transformers model; the LM head and embeddings stay float, with an int8
+    copy of the head as ``model.int8_head`` for full-vocabulary logits. The model passed in is
+    changed in place (merged, layers replaced): quantize a copy loaded for sampling, never the
+    one being trained (PPO samples with the model it trains, so it keeps fp32).
+    """
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    decoder = model.get_decoder()
+    for parent in list(decoder.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear(child))
+    model.int8_head = Int8Linear(model.get_output_embeddings())
+    return model.eval()
