@@ -153,7 +153,7 @@ def main(args: Args) -> Path:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
         adapter = QueryAdapter(weight.detach().numpy().copy())
         recall = val_recall(adapter)
         print(f"epoch {epoch}: loss {total / len(keep):.3f}, val dense recall@10 {recall:.3f}")
