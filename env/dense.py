@@ -472,7 +472,7 @@ def hybrid_or_bm25(
 ) -> Bm25Index | HybridRetriever:
     """A local source's retriever: hybrid when the encoder's package is installed, else BM25.
 
-    The first use on a corpus embeds every passage once (about 40 passages/s on one core; the
+    The first use on a corpus embeds every passage once (about 33 passages/s on one core; the
     default corpus ships its vectors); later uses load them from the cache.
     """
     if not dense or not docs:
