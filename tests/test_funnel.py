@@ -45,7 +45,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def episodes(wiki, cache):
-    # "Baghdad river" lists Baghdad (holds "Tigris") first, Babylon (does not) third
+    # "Baghdad river" lists Baghdad (holds "Tigris") first, Jordan River (does not) third
     right = play(
         wiki,
         cache,
@@ -66,7 +66,7 @@ def episodes(wiki, cache):
             "Search Mona Lisa painter",
             "Search Baghdad river",
             "Clicked on link 2",
-            "Quote: Babylon was an ancient city located on the lower Euphrates river",
+            "Quote: endorheic river in the Levant that flows roughly north to south",
             "End: Answer",
             "Tigris [1]",
         ],
