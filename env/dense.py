@@ -15,6 +15,7 @@ were chosen on held-out train.jsonl questions (bench/retrieval.py); dev.jsonl on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -136,6 +137,21 @@ def encoder_dir(name: str) -> Path:
     raise LookupError(f"{dist} is installed but carries no {marker}")
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" progress bar (a search or a policy loading
+    its model is not news on the user's terminal)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 class Encoder:
     """A sentence-transformers encoder returning unit vectors (cosine = dot product)."""
 
@@ -144,7 +160,8 @@ class Encoder:
 
         self.name = name
         path = encoder_dir(name)
-        self.model = SentenceTransformer(str(path), device="cpu")
+        with quiet_progress():
+            self.model = SentenceTransformer(str(path), device="cpu")
         self.model.max_seq_length = max_seq_length
         try:
             version = metadata.version(ENCODERS[name][0])

@@ -64,7 +64,7 @@ from typing import Any, Literal
 
 import torch
 
-from env.dense import ENCODERS, encoder_dir  # small encoders shipped in pip packages
+from env.dense import ENCODERS, encoder_dir, quiet_progress  # encoders shipped in pip packages
 from env.paths import cache_root
 from reward.model import last_positions  # one home: the reward model pools at the same place
 from reward.stack import check_transformers
@@ -519,7 +519,7 @@ def _build_cache(r: ResolvedSpec, out: Path) -> None:
     del model
 
     # Verify: the reloaded model gives bit-identical logits, the tokenizer identical ids.
-    with _quiet_progress():
+    with quiet_progress():
         reloaded = AutoModelForCausalLM.from_pretrained(
             out, dtype=torch.float32, local_files_only=True
         ).eval()
@@ -658,20 +658,6 @@ def _configure_tokenizer(tokenizer: Any) -> None:
     tokenizer.padding_side = "left"
 
 
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """Hide transformers' per-load "Loading weights" progress bar."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
@@ -741,7 +727,7 @@ def _load_dir(
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if attn is not None:
         kwargs["attn_implementation"] = attn
-    with _quiet_progress():
+    with quiet_progress():
         model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     marker = _read_marker(directory)
     if marker is not None and marker.get("fast_tokenizer"):
