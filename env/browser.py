@@ -16,12 +16,11 @@ With `answer_on_budget=False`, running out of actions truncates the episode inst
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -29,8 +28,8 @@ import gymnasium as gym
 from env import citations
 from env import commands as cmds
 from env.cache import PageCache
+from env.config import EnvConfig, config_from_dict, config_to_dict  # noqa: F401 (re-exported)
 from env.errors import BlockedURL, CacheError, PageError
-from env.limits import BrowseLimits
 from env.observation import (
     SavedQuote,
     normalize,
@@ -42,56 +41,9 @@ from env.observation import (
 )
 from env.pages import Page
 from env.questions import check_question
-from env.record import EpisodeRecord, RecordError, Step, typed_fields
+from env.record import EpisodeRecord, Step
 from env.search import domain_blocked, query_variants, results_page, shares_ngram
 from env.sources.base import PageSource
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """How the browser behaves; sizes and budgets live in `limits`."""
-
-    limits: BrowseLimits = field(default_factory=BrowseLimits)
-    search_results: int = 10
-    """Hits listed on a search results page."""
-    answer_on_budget: bool = True
-    """When actions run out, go to the answer phase (True) or truncate the episode (False)."""
-    hide_question_pages: bool = False
-    """WebGPT eval hygiene: blank any page sharing a 10-gram with the question."""
-    blocked_domains: tuple[str, ...] = ()
-    """Domains (and their subdomains) dropped from results and refused on click."""
-    render_width_chars: int = 100
-    """Wrap width the pages were rendered at (tells `admissible` where paragraphs end)."""
-
-
-def config_to_dict(config: EnvConfig) -> dict:
-    """JSON form stored in every record, so replay rebuilds the same browser."""
-    d = asdict(config)
-    d["blocked_domains"] = list(d["blocked_domains"])
-    return d
-
-
-def config_from_dict(data: dict, *, strict: bool = True) -> EnvConfig:
-    """The inverse of `config_to_dict`, each field checked: ValueError names the field (a
-    record's stored settings are read from disk, so they are outside input). `strict` refuses
-    settings this version does not have (replay must rebuild the same browser); reading a
-    record for anything else ignores them."""
-    known = {f.name for f in dataclasses.fields(EnvConfig)}
-    unknown = sorted(set(data) - known) if isinstance(data, dict) else []
-    if unknown and strict:
-        raise ValueError(f"{unknown[0]}: not a browser setting")
-    fields = typed_fields(EnvConfig, data)
-    try:
-        fields["limits"] = BrowseLimits(**typed_fields(BrowseLimits, fields.get("limits", {})))
-    except RecordError as exc:
-        raise ValueError(f"limits.{exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"limits.{exc.args[0].replace(' must', ': must', 1)}") from None
-    fields["blocked_domains"] = tuple(fields.get("blocked_domains", ()))
-    return EnvConfig(**fields)
-
 
 # ----------------------------------------------------------------------------- spaces
 

@@ -35,7 +35,6 @@ import scipy.sparse as sp
 from env.limits import RenderLimits
 from env.observation import escape, escape_inline, link_marker, valid_text
 from env.pages import Link, Page, wrap
-from env.sources.base import SearchHit
 
 # ----------------------------------------------------------------------------- documents
 
@@ -47,6 +46,16 @@ class Document:
     url: str
     title: str
     text: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One ranked search result: what a results page lists and what retrieve-then-read reads."""
+
+    url: str
+    title: str
+    snippet: str
+    score: float
 
 
 # ----------------------------------------------------------------------------- tokenizer

@@ -35,8 +35,7 @@ from env.limits import FetchLimits, RenderLimits
 from env.pages import Page, bytes_to_page
 
 if TYPE_CHECKING:
-    from env.sources.base import SearchHit
-    from env.sources.searx import SearxSearch
+    from env.sources.base import Searcher, SearchHit
 
 DEFAULT_USER_AGENT = "webagent/0.1 (+offline-first research agent)"
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain", "application/pdf", ""})
@@ -376,7 +375,7 @@ class LiveWeb:
     name = "web"
 
     def __init__(
-        self, search: SearxSearch | None = None, *, limits: FetchLimits = FetchLimits(),
+        self, search: Searcher | None = None, *, limits: FetchLimits = FetchLimits(),
         render: RenderLimits = RenderLimits(), allow_private: bool = False,
         allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
     ):  # fmt: skip
