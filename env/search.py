@@ -62,7 +62,8 @@ class SearchHit:
 
 # NLTK's English stop-word list plus the pieces our split leaves of contractions ("don't" ->
 # "don", "t"). bm25s ships only Lucene's 33 words, which keep "what", "which", "who": words in
-# nearly every question and no document's topic.
+# nearly every question and no document's topic. The index's list only: queries drop
+# `queries.QUESTION_WORDS`, citation checks ignore `citations.FUNCTION_WORDS`.
 STOPWORDS_EN = frozenset(
     """
     a about above after again against ain all am an and any are aren as at be because been
@@ -449,69 +450,3 @@ def domain_blocked(url: str, blocked: Iterable[str]) -> bool:
         if domain and (host == domain or host.endswith("." + domain)):
             return True
     return False
-
-
-_QUESTION_STOP = set(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
-        "is",
-        "was",
-        "were",
-        "are",
-        "be",
-        "been",
-        "which",
-        "who",
-        "whom",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "his",
-        "her",
-        "their",
-        "did",
-        "does",
-        "do",
-        "name",
-        "called",
-        "known",
-        "as",
-    ]
-)
-
-
-def query_variants(question: str) -> list[str]:
-    """Search queries a person would try for a question, best first: its key words, its named
-    phrases, then the whole question. Used by the demonstrator and the admissible-action aid."""
-    words = re.findall(r"[\w'’\-]+", question)
-    content = [w for w in words if w.lower() not in _QUESTION_STOP]
-    named = [
-        n
-        for n in re.findall(
-            r"(?:[A-Z][\w'’\-]+(?:\s+(?:of|the|de|and)?\s*[A-Z][\w'’\-]+)*)", question
-        )
-        if n.lower() not in _QUESTION_STOP
-    ]
-    out = [" ".join(content[:8]), " ".join(named[:3]), " ".join(words)]
-    return [q for q in dict.fromkeys(o.strip() for o in out) if q]
