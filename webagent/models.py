@@ -66,7 +66,7 @@ import torch
 
 from env.dense import ENCODERS, encoder_dir  # small encoders shipped in pip packages
 from env.paths import cache_root
-from reward.model import last_positions  # one home: the reward model pools at the same place
+from reward.lm import last_positions, logit_softcap, position_ids_from_mask, soft_cap
 from reward.stack import check_transformers
 
 __all__ = [
@@ -808,11 +808,6 @@ def unwrap(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that make a left-padded row behave like the same row unpadded."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-
-
 def hidden_states(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
 ) -> torch.Tensor:
@@ -852,10 +847,7 @@ def logits_for(
         raise ValueError(f"positions must be 1-D or 2-D, got shape {tuple(positions.shape)}")
     inner = unwrap(model)
     logits = inner.get_output_embeddings()(h)
-    cap = getattr(inner.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits.float()
+    return soft_cap(logits, logit_softcap(inner)).float()
 
 
 def last_token_logits(

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from env.commands import KEYWORDS
+from reward.lm import logit_softcap, position_ids_from_mask, soft_cap
 from reward.stack import check_transformers
 from webagent.models import unwrap
 from webagent.prompts import PromptFormat, format_for
@@ -130,7 +131,7 @@ class HFPolicy:
         self._head = inner.get_output_embeddings()
         self._full_head = getattr(inner, "int8_head", None) or self._head
         """What computes all logits of a free row (webagent.int8 adds an int8 copy of the head)."""
-        self._softcap = getattr(inner.config, "final_logit_softcapping", None)
+        self._softcap = logit_softcap(inner)
 
     def prompt(self, phase: str, observation: str) -> str:
         return self.format.prompt(phase, observation, self.tokenizer)  # type: ignore[arg-type]
@@ -230,7 +231,7 @@ class HFPolicy:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        positions = position_ids_from_mask(mask)
         hidden, cache = self._forward(input_ids, positions, None, mask)
         return hidden, cache, mask, positions[:, -1] + 1
 
@@ -248,9 +249,7 @@ class HFPolicy:
             idx = torch.tensor(allowed)
             bias = None if self._head.bias is None else self._head.bias[idx]
             logits = F.linear(h, self._head.weight[idx], bias).float()
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
+        return soft_cap(logits, self._softcap)
 
     # -- decode -------------------------------------------------------------------------
     @torch.inference_mode()
