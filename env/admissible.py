@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from env.observation import SavedQuote, normalize, strip_markup, truncate
 from env.queries import query_variants
+from env.search import split_sentences
 
 if TYPE_CHECKING:
     from env.config import EnvConfig
@@ -48,7 +49,6 @@ class Admissible:
 
 
 _VISIBLE_LINK = re.compile("【(\\d+)†")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 def _sentences(lines: Sequence[str], max_chars: int, width: int, limit: int = 24) -> list[str]:
@@ -66,7 +66,7 @@ def _sentences(lines: Sequence[str], max_chars: int, width: int, limit: int = 24
     out = []
     for para in paragraphs:
         text = re.sub(r"\s+", " ", " ".join(para)).strip()
-        for sentence in _SENTENCE_END.split(text):
+        for sentence in split_sentences(text, quotable=True):
             sentence = sentence.strip()
             if len(sentence) >= 12 and len(out) < limit:
                 out.append(truncate(sentence, max_chars).rstrip("…"))

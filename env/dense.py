@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from env.search import Bm25Index, Document, cached_build, check_cache_key
+from env.search import Bm25Index, Document, cached_build, check_cache_key, split_sentences
 
 # ----------------------------------------------------------------------------- passages
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -57,7 +56,7 @@ def split_passages(doc: Document, config: PassageConfig = PassageConfig()) -> li
     paragraphs = [" ".join(p.split()) for p in _PARAGRAPH.split(doc.text)]
     # a paragraph without end punctuation (a page's short description line) ends a sentence
     text = " ".join(p if p[-1] in ".!?…" else p + "." for p in paragraphs if p)
-    sentences = [s for s in _SENTENCE_END.split(text) if s]
+    sentences = [s for s in split_sentences(text) if s]
     windows: list[str] = []
     current: list[str] = []
     words = 0

@@ -298,8 +298,18 @@ def _discard(path: Path, cache_dir: Path) -> None:
 # ----------------------------------------------------------------------------- snippets
 
 _SPACE = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 ELLIPSIS = "…"
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+# Quotable sentences (the decoding aid's "Quote: ..." commands) split only where the next one
+# starts like a sentence (capital, digit, quote, parenthesis): "e.g. the", "3 p.m. on" stay whole.
+_QUOTABLE_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def split_sentences(text: str, *, quotable: bool = False) -> list[str]:
+    """`text` split after each ". ! ? …" and space (snippets, dense passages); `quotable` uses
+    the stricter rule for sentences offered to quote."""
+    return (_QUOTABLE_SENTENCE_END if quotable else _SENTENCE_END).split(text)
 
 
 def snippet(text: str, query: str, max_chars: int = 200) -> str:
@@ -315,7 +325,7 @@ def snippet(text: str, query: str, max_chars: int = 200) -> str:
     if max_chars <= len(ELLIPSIS):
         return ""
     wanted = set(tokenize(query))
-    sentences = _SENTENCE_END.split(text)
+    sentences = split_sentences(text)
     overlap = [len(wanted.intersection(tokenize(s))) for s in sentences]
     best = max(range(len(sentences)), key=lambda i: (overlap[i], -i))
     if overlap[best] == 0:
