@@ -586,9 +586,18 @@ def _make_readable(directory: Path) -> None:
 
 
 _TOKENIZER_KWARGS = (
-    "bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "cls_token", "sep_token",
-    "add_bos_token", "add_eos_token", "model_max_length", "clean_up_tokenization_spaces",
-)  # fmt: skip
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "pad_token",
+    "mask_token",
+    "cls_token",
+    "sep_token",
+    "add_bos_token",
+    "add_eos_token",
+    "model_max_length",
+    "clean_up_tokenization_spaces",
+)
 
 
 def _fast_tokenizer(directory: Path) -> Any:

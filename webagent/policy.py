@@ -95,8 +95,16 @@ class _Trie:
 class HFPolicy:
     """A HuggingFace causal LM as a browsing policy."""
 
-    def __init__(self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None,
-                 cache_prefix: bool = True, free_answers: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        name: str = "model",
+        prompt_format: PromptFormat | None = None,
+        cache_prefix: bool = True,
+        free_answers: bool = False,
+    ):
         check_transformers()  # the decode loop passes its cache as `cache=` (transformers 5.24)
         self.model = model.eval()
         self.free_answers = free_answers
@@ -237,8 +245,13 @@ class HFPolicy:
 
     def _forward(self, input_ids, position_ids, past=None, mask=None):
         """The decoder body only: last hidden state per row, and the updated cache."""
-        out = self._decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                            cache=past, use_cache=True)  # fmt: skip
+        out = self._decoder(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=past,
+            use_cache=True,
+        )
         return out.last_hidden_state[:, -1, :], out.cache
 
     def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
@@ -398,8 +411,9 @@ def _snapshot(cache: Any, length: int) -> Any | None:
     """A copy of a one-row cache that later decoding leaves alone (layers grow by concatenating
     new tensors), if every layer still holds all `length` positions (none slid out of a window)."""
     layers = getattr(cache, "layers", None)
-    if not layers or any(getattr(la, "keys", None) is None or la.keys.shape[-2] != length
-                         for la in layers):  # fmt: skip
+    if not layers or any(
+        getattr(la, "keys", None) is None or la.keys.shape[-2] != length for la in layers
+    ):
         return None
     snapshot = copy.copy(cache)
     snapshot.layers = [copy.copy(layer) for layer in layers]

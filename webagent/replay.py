@@ -131,8 +131,10 @@ def write_html(records: Iterable[EpisodeRecord], cache: PageCache, out: str | Pa
     for record in records:
         extracts = [q.extract for q in record.quotes]
         parts.append(f"<h1>{html.escape(record.question)}</h1>")
-        parts.append(f"<p>Source {html.escape(record.source)} · model {html.escape(str(record.model))}"
-                     f" · ended by {html.escape(str(record.end))}</p>")  # fmt: skip
+        parts.append(
+            f"<p>Source {html.escape(record.source)} · model {html.escape(str(record.model))}"
+            f" · ended by {html.escape(str(record.end))}</p>"
+        )
         parts.append("<ol>")
         for step in record.steps:
             err = f" <span class='err'>✗ {html.escape(step.error)}</span>" if step.error else ""

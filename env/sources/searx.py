@@ -33,9 +33,14 @@ class SearxSearch:
     name = "searx"
 
     def __init__(
-        self, endpoint: str, *, limits: FetchLimits = FetchLimits(), allow_private: bool = False,
-        allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
-    ):  # fmt: skip
+        self,
+        endpoint: str,
+        *,
+        limits: FetchLimits = FetchLimits(),
+        allow_private: bool = False,
+        allow_hosts: Sequence[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+    ):
         if urlsplit(endpoint).scheme not in {"http", "https"}:
             raise SearchError(f"SearxNG endpoint must be an http(s) URL, got {endpoint!r}")
         self.endpoint = endpoint.rstrip("/")
@@ -51,10 +56,13 @@ class SearxSearch:
         url = f"{self.endpoint}/search?" + urlencode({"q": query, "format": "json"})
         try:
             fetched = fetch(
-                url, limits=self.limits, allow_private=self.allow_private,
-                allow_hosts=self.allow_hosts, user_agent=self.user_agent,
+                url,
+                limits=self.limits,
+                allow_private=self.allow_private,
+                allow_hosts=self.allow_hosts,
+                user_agent=self.user_agent,
                 accept="application/json",
-            )  # fmt: skip
+            )
         except PageError as exc:
             raise SearchError(f"SearxNG search failed: {exc}") from exc
         try:

@@ -148,9 +148,11 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner.close()
 
     def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
         timeout: float | None = None,
-    ) -> httpcore.NetworkStream:  # fmt: skip
+    ) -> httpcore.NetworkStream:
         tls = self._inner.start_tls(
             ssl_context, server_hostname, self._timeout(timeout, httpcore.ConnectTimeout)
         )
@@ -176,9 +178,13 @@ class _GuardedBackend(httpcore.NetworkBackend):
         self._allow_hosts = tuple(allow_hosts)
 
     def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None,
-        local_address: str | None = None, socket_options: Iterable | None = None,
-    ) -> httpcore.NetworkStream:  # fmt: skip
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable | None = None,
+    ) -> httpcore.NetworkStream:
         addresses = resolve_checked(
             host, port, allow_private=self._allow_private, allow_hosts=self._allow_hosts
         )
@@ -251,9 +257,15 @@ class _GuardedTransport(httpx.BaseTransport):
 # ----------------------------------------------------------------------------- fetching
 
 _NETWORK_ERRORS = (
-    httpx.HTTPError, httpx.InvalidURL, httpcore.TimeoutException, httpcore.NetworkError,
-    httpcore.ProtocolError, httpcore.UnsupportedProtocol, ssl.SSLError, OSError,
-)  # fmt: skip
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    ssl.SSLError,
+    OSError,
+)
 _TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException, TimeoutError)
 _SSL_CONTEXT: ssl.SSLContext | None = None
 
@@ -279,10 +291,15 @@ class Fetched:
 
 
 def fetch(
-    url: str, *, limits: FetchLimits = FetchLimits(), allow_private: bool = False,
-    allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
-    accept: str = _ACCEPT, content_type_ok: Callable[[str], bool] = lambda ctype: True,
-) -> Fetched:  # fmt: skip
+    url: str,
+    *,
+    limits: FetchLimits = FetchLimits(),
+    allow_private: bool = False,
+    allow_hosts: Sequence[str] = (),
+    user_agent: str = DEFAULT_USER_AGENT,
+    accept: str = _ACCEPT,
+    content_type_ok: Callable[[str], bool] = lambda ctype: True,
+) -> Fetched:
     """GET `url` within `limits`, following redirects by hand so each hop meets the guard.
 
     Raises BlockedURL (guard), FetchError (network, timeout, HTTP status >= 400, redirects),
@@ -302,9 +319,12 @@ def fetch(
     headers = {"User-Agent": user_agent, "Accept": accept, "Accept-Encoding": "gzip, deflate"}
     seen: list[str] = []
     client = httpx.Client(
-        transport=_GuardedTransport(backend, _ssl_context()), timeout=timeout, headers=headers,
-        follow_redirects=False, trust_env=False,  # trust_env: no proxy may bypass the guard
-    )  # fmt: skip
+        transport=_GuardedTransport(backend, _ssl_context()),
+        timeout=timeout,
+        headers=headers,
+        follow_redirects=False,
+        trust_env=False,  # trust_env: no proxy may bypass the guard
+    )
     try:
         with client:
             while True:
@@ -337,9 +357,13 @@ def _next_hop(url: str, response: httpx.Response, seen: list[str], limits: Fetch
 
 
 def _read_body(
-    url: str, response: httpx.Response, seen: list[str], limits: FetchLimits, deadline: float,
+    url: str,
+    response: httpx.Response,
+    seen: list[str],
+    limits: FetchLimits,
+    deadline: float,
     content_type_ok: Callable[[str], bool],
-) -> Fetched:  # fmt: skip
+) -> Fetched:
     status = response.status_code
     if status >= 400:
         reason = response.reason_phrase or "error"
@@ -361,9 +385,13 @@ def _read_body(
         if time.monotonic() >= deadline:  # reads are bounded too; this ends between chunks
             raise FetchError(f"{url}: timed out after {limits.total_timeout_seconds:g} s")
     return Fetched(
-        url=url, status=status, content_type=content_type, body=b"".join(chunks),
-        redirects=tuple(seen[:-1]), fetched_at=time.time(),
-    )  # fmt: skip
+        url=url,
+        status=status,
+        content_type=content_type,
+        body=b"".join(chunks),
+        redirects=tuple(seen[:-1]),
+        fetched_at=time.time(),
+    )
 
 
 # ----------------------------------------------------------------------------- the source
@@ -375,10 +403,15 @@ class LiveWeb:
     name = "web"
 
     def __init__(
-        self, search: Searcher | None = None, *, limits: FetchLimits = FetchLimits(),
-        render: RenderLimits = RenderLimits(), allow_private: bool = False,
-        allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
-    ):  # fmt: skip
+        self,
+        search: Searcher | None = None,
+        *,
+        limits: FetchLimits = FetchLimits(),
+        render: RenderLimits = RenderLimits(),
+        allow_private: bool = False,
+        allow_hosts: Sequence[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+    ):
         self.searcher = search
         self.limits = limits
         self.render = render
@@ -399,15 +432,21 @@ class LiveWeb:
 
     def get(self, url: str) -> Page:
         fetched = fetch(
-            url, limits=self.limits, allow_private=self.allow_private,
-            allow_hosts=self.allow_hosts, user_agent=self.user_agent,
+            url,
+            limits=self.limits,
+            allow_private=self.allow_private,
+            allow_hosts=self.allow_hosts,
+            user_agent=self.user_agent,
             content_type_ok=lambda ctype: ctype in PAGE_TYPES,
-        )  # fmt: skip
+        )
         try:
             page = bytes_to_page(
-                fetched.body, fetched.url, fetched.content_type, main_content=True,
+                fetched.body,
+                fetched.url,
+                fetched.content_type,
+                main_content=True,
                 limits=self.render,
-            )  # fmt: skip
+            )
         except PageError:
             raise
         except Exception as exc:  # a renderer bug must not crash the browser on one bad page
