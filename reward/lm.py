@@ -30,3 +30,15 @@ def logit_softcap(model: Any) -> float | None:
 def soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     """`cap * tanh(logits / cap)` as Gemma's LM head does; unchanged when there is no cap."""
     return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def ensure_pad_token(tokenizer: Any) -> int | None:
+    """The tokenizer's pad id, after setting its pad token to its eos (else unk) when it has
+    none (returns None only if it has neither). Padded positions are masked out, so which token
+    pads never matters; the policy, the model loader and the reward model all pad this way."""
+    if tokenizer.pad_token is None:
+        for candidate in (tokenizer.eos_token, tokenizer.unk_token):
+            if candidate is not None:
+                tokenizer.pad_token = candidate
+                break
+    return tokenizer.pad_token_id

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
-from reward.lm import last_positions, position_ids_from_mask
+from reward.lm import ensure_pad_token, last_positions, position_ids_from_mask
 from reward.stack import check_transformers
 from reward.text import Answer, reward_text
 
@@ -99,11 +99,8 @@ class RewardModel(torch.nn.Module):
 
 
 def pad_token_id(tokenizer) -> int:
-    """The id that pads a training batch: the tokenizer's pad token, set to its eos (else unk)
-    when it has none. Padded positions are masked out, so which token it is never matters."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token else tokenizer.unk_token
-    return tokenizer.pad_token_id
+    """The id that pads a training batch (`reward.lm.ensure_pad_token`)."""
+    return ensure_pad_token(tokenizer)
 
 
 def prepare_tokenizer(tokenizer):

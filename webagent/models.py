@@ -66,7 +66,13 @@ import torch
 
 from env.dense import ENCODERS, encoder_dir  # small encoders shipped in pip packages
 from env.paths import cache_root
-from reward.lm import last_positions, logit_softcap, position_ids_from_mask, soft_cap
+from reward.lm import (
+    ensure_pad_token,
+    last_positions,
+    logit_softcap,
+    position_ids_from_mask,
+    soft_cap,
+)
 from reward.stack import check_transformers
 
 __all__ = [
@@ -657,13 +663,8 @@ def _special_tokens(tokenizer: Any) -> dict[str, Any]:
 
 def _configure_tokenizer(tokenizer: Any) -> None:
     """Pad token set (pad, else eos, else unk) and left padding for batched generation."""
-    if tokenizer.pad_token is None:
-        for candidate in (tokenizer.eos_token, tokenizer.unk_token):
-            if candidate is not None:
-                tokenizer.pad_token = candidate
-                break
-        else:
-            raise ModelSpecError("tokenizer has no pad, eos or unk token to pad with")
+    if ensure_pad_token(tokenizer) is None:
+        raise ModelSpecError("tokenizer has no pad, eos or unk token to pad with")
     tokenizer.padding_side = "left"
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from env.commands import KEYWORDS
-from reward.lm import logit_softcap, position_ids_from_mask, soft_cap
+from reward.lm import ensure_pad_token, logit_softcap, position_ids_from_mask, soft_cap
 from reward.stack import check_transformers
 from webagent.models import unwrap
 from webagent.prompts import PromptFormat, format_for
@@ -122,8 +122,7 @@ class HFPolicy:
         `RECENT_PROMPTS` prompts (on top of the fixed prefix, so only with `cache_prefix`: a
         model whose weights change, as in PPO, caches neither; off only to measure it)."""
         self._recent: list[tuple[list[int], Any]] = []
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         tokenizer.padding_side = "left"
         self.stop_ids = {i for i in [tokenizer.eos_token_id] if i is not None}
         for special in ("<end_of_turn>", "<|im_end|>", "<|endoftext|>"):
