@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -397,7 +397,37 @@ def _read_body(
 # ----------------------------------------------------------------------------- the source
 
 
-class LiveWeb:
+class GuardedClient:
+    """A client of outside URLs (`LiveWeb`'s pages, `SearxSearch`'s endpoint): the guard's
+    settings, and `fetch` with them, written once."""
+
+    def __init__(
+        self,
+        *,
+        limits: FetchLimits = FetchLimits(),
+        allow_private: bool = False,
+        allow_hosts: Sequence[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+    ):
+        self.limits = limits
+        self.allow_private = allow_private
+        self.allow_hosts = tuple(allow_hosts)
+        self.user_agent = user_agent
+
+    def fetch(self, url: str, **options: Any) -> Fetched:
+        """`fetch(url)` under this client's guard; `options` are fetch's others (`accept`,
+        `content_type_ok`)."""
+        return fetch(
+            url,
+            limits=self.limits,
+            allow_private=self.allow_private,
+            allow_hosts=self.allow_hosts,
+            user_agent=self.user_agent,
+            **options,
+        )
+
+
+class LiveWeb(GuardedClient):
     """PageSource over the live web; search goes through a SearxNG instance when configured."""
 
     name = "web"
@@ -412,12 +442,14 @@ class LiveWeb:
         allow_hosts: Sequence[str] = (),
         user_agent: str = DEFAULT_USER_AGENT,
     ):
+        super().__init__(
+            limits=limits,
+            allow_private=allow_private,
+            allow_hosts=allow_hosts,
+            user_agent=user_agent,
+        )
         self.searcher = search
-        self.limits = limits
         self.render = render
-        self.allow_private = allow_private
-        self.allow_hosts = tuple(allow_hosts)
-        self.user_agent = user_agent
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
         if self.searcher is None:
@@ -431,14 +463,7 @@ class LiveWeb:
         return self.searcher.search(query, k)
 
     def get(self, url: str) -> Page:
-        fetched = fetch(
-            url,
-            limits=self.limits,
-            allow_private=self.allow_private,
-            allow_hosts=self.allow_hosts,
-            user_agent=self.user_agent,
-            content_type_ok=lambda ctype: ctype in PAGE_TYPES,
-        )
+        fetched = self.fetch(url, content_type_ok=lambda ctype: ctype in PAGE_TYPES)
         try:
             page = bytes_to_page(
                 fetched.body,
