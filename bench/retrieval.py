@@ -98,12 +98,12 @@ class Judge:
 
     def bound(self) -> float:
         """An alias anywhere in the corpus (one normalised text, as eval's CorpusIndex)."""
-        from webagent.metrics import normalize
+        from webagent.metrics import normalize_answer
 
-        corpus = " " + " \n ".join(normalize(t) for t in self.texts) + " "
+        corpus = " " + " \n ".join(normalize_answer(t) for t in self.texts) + " "
         found = 0
         for q in self.questions:
-            found += any(f" {a} " in corpus for a in map(normalize, q.aliases) if a)
+            found += any(f" {a} " in corpus for a in map(normalize_answer, q.aliases) if a)
         return found / len(self.questions)
 
 

@@ -16,21 +16,20 @@ With `answer_on_budget=False`, running out of actions truncates the episode inst
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
 from env import citations
 from env import commands as cmds
+from env.admissible import Admissible, admissible_actions
 from env.cache import PageCache
+from env.config import EnvConfig, config_from_dict, config_to_dict  # noqa: F401 (re-exported)
 from env.errors import BlockedURL, CacheError, PageError
-from env.limits import BrowseLimits
 from env.observation import (
     SavedQuote,
     normalize,
@@ -38,60 +37,14 @@ from env.observation import (
     render_browse,
     strip_markup,
     title_line,
+    truncate,
     valid_text,
 )
 from env.pages import Page
 from env.questions import check_question
-from env.record import EpisodeRecord, RecordError, Step, typed_fields
-from env.search import domain_blocked, query_variants, results_page, shares_ngram
+from env.record import EpisodeRecord, Step
+from env.search import domain_blocked, results_page, shares_ngram
 from env.sources.base import PageSource
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """How the browser behaves; sizes and budgets live in `limits`."""
-
-    limits: BrowseLimits = field(default_factory=BrowseLimits)
-    search_results: int = 10
-    """Hits listed on a search results page."""
-    answer_on_budget: bool = True
-    """When actions run out, go to the answer phase (True) or truncate the episode (False)."""
-    hide_question_pages: bool = False
-    """WebGPT eval hygiene: blank any page sharing a 10-gram with the question."""
-    blocked_domains: tuple[str, ...] = ()
-    """Domains (and their subdomains) dropped from results and refused on click."""
-    render_width_chars: int = 100
-    """Wrap width the pages were rendered at (tells `admissible` where paragraphs end)."""
-
-
-def config_to_dict(config: EnvConfig) -> dict:
-    """JSON form stored in every record, so replay rebuilds the same browser."""
-    d = asdict(config)
-    d["blocked_domains"] = list(d["blocked_domains"])
-    return d
-
-
-def config_from_dict(data: dict, *, strict: bool = True) -> EnvConfig:
-    """The inverse of `config_to_dict`, each field checked: ValueError names the field (a
-    record's stored settings are read from disk, so they are outside input). `strict` refuses
-    settings this version does not have (replay must rebuild the same browser); reading a
-    record for anything else ignores them."""
-    known = {f.name for f in dataclasses.fields(EnvConfig)}
-    unknown = sorted(set(data) - known) if isinstance(data, dict) else []
-    if unknown and strict:
-        raise ValueError(f"{unknown[0]}: not a browser setting")
-    fields = typed_fields(EnvConfig, data)
-    try:
-        fields["limits"] = BrowseLimits(**typed_fields(BrowseLimits, fields.get("limits", {})))
-    except RecordError as exc:
-        raise ValueError(f"limits.{exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"limits.{exc.args[0].replace(' must', ': must', 1)}") from None
-    fields["blocked_domains"] = tuple(fields.get("blocked_domains", ()))
-    return EnvConfig(**fields)
-
 
 # ----------------------------------------------------------------------------- spaces
 
@@ -126,64 +79,6 @@ def _sample_command(np_random: Any) -> str:
     import random
 
     return str(cmds.sample(random.Random(int(np_random.integers(2**31)))))
-
-
-# ----------------------------------------------------------------------------- admissible
-
-
-@dataclass(frozen=True)
-class Admissible:
-    commands: tuple[str, ...]
-    """Complete commands, e.g. 'Clicked on link 3', 'Quote: <a sentence in view>'."""
-    prefixes: tuple[str, ...]
-    """Keywords whose argument is free text, e.g. 'Find in page:'."""
-
-    def __bool__(self) -> bool:
-        """False when nothing is listed (then a policy decodes freely)."""
-        return bool(self.commands or self.prefixes)
-
-
-_VISIBLE_LINK = re.compile("【(\\d+)†")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-
-
-def _sentences(lines: Sequence[str], max_chars: int, width: int, limit: int = 24) -> list[str]:
-    """Sentences (or sentence pieces) of the lines in view, markup stripped: quotable text.
-
-    Wrapped lines are joined back into paragraphs; a line well short of the wrap width ends
-    one (a heading or a short description line is not glued to the next sentence).
-    """
-    paragraphs: list[list[str]] = [[]]
-    for line in lines:
-        plain = strip_markup(line).strip()
-        paragraphs[-1].append(plain)
-        if len(plain) < 0.6 * width:
-            paragraphs.append([])
-    out = []
-    for para in paragraphs:
-        text = re.sub(r"\s+", " ", " ".join(para)).strip()
-        for sentence in _SENTENCE_END.split(text):
-            sentence = sentence.strip()
-            if len(sentence) >= 12 and len(out) < limit:
-                out.append(_cut(sentence, max_chars).rstrip("…"))
-    return out
-
-
-def _extractive_answers(quotes: Sequence[SavedQuote], max_words: int = 6) -> tuple[str, ...]:
-    """Short answers a weak policy may give: a span of up to `max_words` words of a quote, then
-    its citation, as in "Leonardo da Vinci [1]"."""
-    out: dict[str, None] = {}
-    for q in quotes:
-        words = q.extract.split()
-        for i in range(len(words)):
-            for j in range(i + 1, min(i + max_words, len(words)) + 1):
-                span = " ".join(words[i:j]).strip(_EDGE_PUNCT)
-                if span:
-                    out.setdefault(f"{span} [{q.n}]")
-    return tuple(out)
-
-
-_EDGE_PUNCT = " \"'()[],.;:!?“”‘’"
 
 
 # ----------------------------------------------------------------------------- page text
@@ -248,15 +143,6 @@ class PageText:
 
     def extract(self, a: int, b: int) -> str:
         return re.sub(r"\s+", " ", self.plain[a:b]).strip()
-
-
-def _cut(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max_chars - 1]
-    if " " in cut[max_chars // 2 :]:
-        cut = cut[: cut.rfind(" ")]
-    return cut.rstrip() + "…"
 
 
 # ----------------------------------------------------------------------------- environment
@@ -353,52 +239,7 @@ class BrowserEnv(gym.Env):
         of a quote followed by its citation (extractive answers). A weak policy (a few-shot base
         model) decodes only these; the environment itself still accepts any command.
         """
-        if self.phase == "answer":
-            return Admissible(_extractive_answers(self.quotes), ())
-        if self.phase != "browse":
-            return Admissible((), ())
-        page = self.page
-        commands: list[str] = []
-        # a results page with results is for choosing one: searching again from it loops;
-        # queries are the question's own words (a few-shot model copies its examples' queries)
-        on_results = page is not None and page.kind == "search" and bool(page.links)
-        if not on_results:
-            commands += [f"Search {q}" for q in query_variants(self.question)]
-        prefixes = []
-        if page is not None:
-            window = page.lines[self.cursor : self.cursor + self.config.limits.window_lines]
-            for line in window:
-                commands += [f"Clicked on link {m}" for m in _VISIBLE_LINK.findall(line)]
-            if self.cursor + self.config.limits.window_lines < len(page.lines):
-                commands.append("Scrolled down 1")
-            if self.cursor > 0:
-                commands += ["Scrolled up 1", "Top"]
-            # quote documents, not result lists; one quote per page (a weak policy otherwise
-            # quotes every sentence in view instead of moving on)
-            if page.kind == "page" and not any(q.url == page.url for q in self.quotes):
-                quoted = {normalize(q.extract) for q in self.quotes}
-                limits = self.config.limits
-                commands += [
-                    f"Quote: {q}"
-                    for q in _sentences(
-                        window, limits.max_quote_chars, self.config.render_width_chars
-                    )
-                    if normalize(q) not in quoted
-                ]
-            prefixes.append("Find in page:")
-        if self.history:
-            commands.append("Back")
-        if self.quotes:
-            commands.append("End: Answer")
-        # nearly out of actions with nothing quoted: an answer needs a quote, so the last
-        # actions can only quote (on a page) or, with two left, open a result to quote from
-        if not self.quotes and self.actions_left <= 2:
-            urgent = [c for c in commands if c.startswith("Quote: ")]
-            if not urgent and self.actions_left == 2:
-                urgent = [c for c in commands if c.startswith("Clicked on link ")]
-            if urgent:
-                return Admissible(tuple(dict.fromkeys(urgent)), ())
-        return Admissible(tuple(dict.fromkeys(commands)), tuple(prefixes))
+        return admissible_actions(self)
 
     def _info(self, command: cmds.Command | None = None) -> dict[str, Any]:
         return {
@@ -462,7 +303,7 @@ class BrowserEnv(gym.Env):
         except cmds.CommandError as exc:
             self.error = f"invalid action: {exc}"
             shown = step.action.strip().replace("\n", " ")
-            self.past_actions.append(f"{_cut(shown, 80)} (invalid)")
+            self.past_actions.append(f"{truncate(shown, 80)} (invalid)")
         else:
             step.command = cmds.to_dict(command)
             try:
@@ -607,10 +448,10 @@ class BrowserEnv(gym.Env):
             if b is None:
                 raise PageError(f"quote end {last!r} not found after its start")
             span = (a[0], b[1])
-        extract = _cut(pt.extract(*span), limits.max_quote_chars)
+        extract = truncate(pt.extract(*span), limits.max_quote_chars)
         room = limits.max_total_quote_chars - sum(len(q.extract) for q in self.quotes)
         full = len(extract) >= room  # this quote fills the total: cut it, then stop browsing
-        extract = _cut(extract, room)
+        extract = truncate(extract, room)
         self.quotes.append(SavedQuote(len(self.quotes) + 1, page.title, page.url, extract))
         if full:
             self.end = "quote_limit"

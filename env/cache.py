@@ -18,10 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from env.errors import CacheError, PageNotFound
+from env.errors import CacheError
 from env.pages import Page
 from env.paths import cache_root
-from env.sources.base import SearchHit
 
 
 def default_cache_root() -> Path:
@@ -118,22 +117,3 @@ class PageCache:
         key = _sha(url.encode("utf-8"))
         path = self.root / "urls" / key[:2] / key
         return path.read_text().strip() if path.exists() else None
-
-
-class CacheSource:
-    """A page source that serves only what the cache already holds (offline browsing)."""
-
-    def __init__(self, cache: PageCache):
-        self.cache = cache
-        self.name = "cache"
-
-    def search(self, query: str, k: int = 10) -> list[SearchHit]:
-        from env.errors import SearchError
-
-        raise SearchError("the page cache cannot search; open cached URLs directly")
-
-    def get(self, url: str) -> Page:
-        page_id = self.cache.latest_for_url(url)
-        if page_id is None:
-            raise PageNotFound(f"{url} is not in the page cache")
-        return self.cache.get(page_id)

@@ -31,7 +31,9 @@ CITATION = re.compile(r"\[(\d+)\]")
 """How an answer cites its quotes: `[n]`, numbered from 1 (webagent.answers reads them)."""
 
 _WORD = re.compile(r"[^\W_]+")
-_FUNCTION_WORDS = frozenset(
+# Words an answer needs no support for (a short list: "who" or "name" can be an answer's
+# content). Not the index's `search.STOPWORDS_EN` nor `queries.QUESTION_WORDS`.
+FUNCTION_WORDS = frozenset(
     [
         "a",
         "an",
@@ -64,7 +66,7 @@ def _words(text: str) -> list[str]:
 
 def supports(answer: str, extract: str, question: str = "") -> bool:
     """Whether a quote's extract supports the answer (citation markers are ignored)."""
-    content = [w for w in _words(CITATION.sub(" ", answer)) if w not in _FUNCTION_WORDS]
+    content = [w for w in _words(CITATION.sub(" ", answer)) if w not in FUNCTION_WORDS]
     asked = set(_words(question))
     need = [w for w in content if w not in asked] or content
     return bool(need) and set(need) <= set(_words(extract))

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from env.search import Bm25Index, Document, cached_build, check_cache_key
+from env.paths import file_sha256
+from env.search import Bm25Index, Document, cached_build, check_cache_key, split_sentences
 
 # ----------------------------------------------------------------------------- passages
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -58,7 +58,7 @@ def split_passages(doc: Document, config: PassageConfig = PassageConfig()) -> li
     paragraphs = [" ".join(p.split()) for p in _PARAGRAPH.split(doc.text)]
     # a paragraph without end punctuation (a page's short description line) ends a sentence
     text = " ".join(p if p[-1] in ".!?…" else p + "." for p in paragraphs if p)
-    sentences = [s for s in _SENTENCE_END.split(text) if s]
+    sentences = [s for s in split_sentences(text) if s]
     windows: list[str] = []
     current: list[str] = []
     words = 0
@@ -295,7 +295,7 @@ def save_embeddings(directory: Path, vectors: np.ndarray, info: dict) -> None:
     (directory / _EMB_META).unlink(missing_ok=True)
     arr = np.ascontiguousarray(vectors, dtype=np.float16)
     np.save(directory / _EMB_FILE, arr, allow_pickle=False)
-    meta = {**info, "shape": list(arr.shape), "sha256": _sha256(directory / _EMB_FILE)}
+    meta = {**info, "shape": list(arr.shape), "sha256": file_sha256(directory / _EMB_FILE)}
     (directory / _EMB_META).write_text(json.dumps(meta), encoding="utf-8")
 
 
@@ -311,7 +311,7 @@ def load_embeddings(directory: Path, rows: int) -> np.ndarray:
         raise ValueError(f"{directory}: not a complete embedding cache")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if _sha256(directory / _EMB_FILE) != meta["sha256"]:
+        if file_sha256(directory / _EMB_FILE) != meta["sha256"]:
             raise ValueError(f"{directory}: embeddings do not match their checksum")
         arr = np.load(directory / _EMB_FILE, allow_pickle=False)
     except (OSError, KeyError, json.JSONDecodeError) as exc:
@@ -319,14 +319,6 @@ def load_embeddings(directory: Path, rows: int) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != rows or list(arr.shape) != meta.get("shape"):
         raise ValueError(f"{directory}: {arr.shape} embeddings for {rows} passages")
     return arr
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cached_embeddings(

@@ -102,6 +102,17 @@ def normalize(text: str) -> str:
     return _SPACE_RE.sub(" ", strip_markup(text)).strip().lower()
 
 
+def truncate(text: str, max_chars: int) -> str:
+    """`text` cut to at most `max_chars` at a word boundary, "…" marking the cut (quotes, past
+    actions and the quotable sentences the browser lists)."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1]
+    if " " in cut[max_chars // 2 :]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + "…"
+
+
 def title_line(title: str, url: str) -> str:
     title, d = escape_inline(title), domain(url)
     return f"{title} ({d})" if d else title

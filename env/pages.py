@@ -149,15 +149,65 @@ def wrap(text: str, width: int) -> list[str]:
 # ----------------------------------------------------------------------------- HTML walker
 
 _SKIP = {
-    "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "embed",
-    "canvas", "head", "select", "button", "input", "textarea", "form", "video", "audio",
-}  # fmt: skip
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "math",
+    "iframe",
+    "object",
+    "embed",
+    "canvas",
+    "head",
+    "select",
+    "button",
+    "input",
+    "textarea",
+    "form",
+    "video",
+    "audio",
+}
 _BLOCK = {
-    "p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "blockquote",
-    "pre", "ul", "ol", "dl", "dt", "dd", "table", "thead", "tbody", "tfoot", "tr", "figure",
-    "figcaption", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "details", "summary",
-    "caption", "center", "body", "html", "li",
-}  # fmt: skip
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "nav",
+    "blockquote",
+    "pre",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "tr",
+    "figure",
+    "figcaption",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "address",
+    "details",
+    "summary",
+    "caption",
+    "center",
+    "body",
+    "html",
+    "li",
+}
 # Table cells are inline (a row is one line, cells separated by " | "); a row is a block.
 _SKIP_SCHEMES = ("javascript:", "mailto:", "tel:", "data:")
 
@@ -281,9 +331,15 @@ def _title_of(tree: lxml.html.HtmlElement | None) -> str:
 
 
 def _finish(
-    url: str, title: str, blocks: Sequence[str], links: Sequence[Link], limits: RenderLimits,
-    note: str | None = None, kind: str = "page", meta: dict | None = None,
-) -> Page:  # fmt: skip
+    url: str,
+    title: str,
+    blocks: Sequence[str],
+    links: Sequence[Link],
+    limits: RenderLimits,
+    note: str | None = None,
+    kind: str = "page",
+    meta: dict | None = None,
+) -> Page:
     lines: list[str] = []
     for block in blocks:
         lines.extend(wrap(block, limits.line_width_chars))
@@ -304,9 +360,13 @@ def _finish(
 
 
 def render_tree(
-    tree: lxml.html.HtmlElement | None, url: str, *, title: str = "",
-    limits: RenderLimits = RenderLimits(), note: str | None = None,
-) -> Page:  # fmt: skip
+    tree: lxml.html.HtmlElement | None,
+    url: str,
+    *,
+    title: str = "",
+    limits: RenderLimits = RenderLimits(),
+    note: str | None = None,
+) -> Page:
     """Render a parsed document: every block of the body, links numbered in reading order."""
     r = _Renderer(url, limits)
     if tree is not None:
@@ -317,9 +377,13 @@ def render_tree(
 
 
 def html_to_page(
-    html: str | bytes, url: str, *, content_type: str | None = None, main_content: bool = False,
+    html: str | bytes,
+    url: str,
+    *,
+    content_type: str | None = None,
+    main_content: bool = False,
     limits: RenderLimits = RenderLimits(),
-) -> Page:  # fmt: skip
+) -> Page:
     """HTML -> Page. `main_content` keeps only the article (trafilatura) with its links.
 
     Malformed markup is repaired by lxml's parser; over-long input is cut at
@@ -348,9 +412,13 @@ _MAX_FALLBACK_GROWTH = 1.5
 
 
 def _main_content(
-    html: str, tree: lxml.html.HtmlElement, url: str, title: str, limits: RenderLimits,
+    html: str,
+    tree: lxml.html.HtmlElement,
+    url: str,
+    title: str,
+    limits: RenderLimits,
     note: str | None,
-) -> Page | None:  # fmt: skip
+) -> Page | None:
     """trafilatura's main-content HTML walked by our renderer; None when it finds nothing.
 
     Images are left out here: asking trafilatura for them also pulls in their containers
@@ -365,9 +433,16 @@ def _main_content(
 
     try:
         extracted = trafilatura.extract(
-            html, url=url, output_format="html", include_links=True, include_images=False,
-            include_tables=True, include_comments=False, favor_recall=True, with_metadata=False,
-        )  # fmt: skip
+            html,
+            url=url,
+            output_format="html",
+            include_links=True,
+            include_images=False,
+            include_tables=True,
+            include_comments=False,
+            favor_recall=True,
+            with_metadata=False,
+        )
     except Exception:  # trafilatura raises assorted errors on pathological markup
         return None
     if not extracted or not extracted.strip():
@@ -390,9 +465,14 @@ def _main_content(
 
 
 def text_to_page(
-    text: str, url: str, title: str, *, limits: RenderLimits = RenderLimits(),
-    links: Iterable[Link] = (), kind: str = "page",
-) -> Page:  # fmt: skip
+    text: str,
+    url: str,
+    title: str,
+    *,
+    limits: RenderLimits = RenderLimits(),
+    links: Iterable[Link] = (),
+    kind: str = "page",
+) -> Page:
     """Plain text -> Page; blank lines separate paragraphs. Text is escaped here."""
     blocks = [escape(b) for b in re.split(r"\n\s*\n", text)]
     return _finish(url, title, blocks, list(links), limits, kind=kind)
@@ -413,9 +493,13 @@ def pdf_to_page(raw: bytes, url: str, *, limits: RenderLimits = RenderLimits()) 
 
 
 def bytes_to_page(
-    raw: bytes, url: str, content_type: str | None, *, main_content: bool = True,
+    raw: bytes,
+    url: str,
+    content_type: str | None,
+    *,
+    main_content: bool = True,
     limits: RenderLimits = RenderLimits(),
-) -> Page:  # fmt: skip
+) -> Page:
     """Dispatch on content type: HTML, plain text or PDF; anything else is UnsupportedContent."""
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype == "application/pdf" or raw[:5] == b"%PDF-":
@@ -435,8 +519,14 @@ def bytes_to_page(
 
 
 def blocks_to_page(
-    url: str, title: str, blocks: Sequence[str], links: Sequence[Link], *,
-    limits: RenderLimits = RenderLimits(), kind: str = "page", meta: dict | None = None,
-) -> Page:  # fmt: skip
+    url: str,
+    title: str,
+    blocks: Sequence[str],
+    links: Sequence[Link],
+    *,
+    limits: RenderLimits = RenderLimits(),
+    kind: str = "page",
+    meta: dict | None = None,
+) -> Page:
     """Blocks of already-marked-up text (escaped, with link markers) -> a wrapped Page."""
     return _finish(url, title, blocks, links, limits, kind=kind, meta=meta)

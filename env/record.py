@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import types
-import typing
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from env.config import config_from_dict
+from env.fields import RecordError, shown, typed_fields
 from env.observation import SavedQuote
 
+__all__ = ["RecordError", "typed_fields"]  # and everything defined below
+
 RECORD_VERSION = 1
-
-
-class RecordError(ValueError):
-    """A record file line is not a valid episode record; the message names file and line."""
 
 
 @dataclass
@@ -105,12 +103,8 @@ class EpisodeRecord:
             for i, q in enumerate(body.get("quotes", []))
         ]
         if "env" in body.get("meta", {}):
-            from env.browser import config_from_dict  # env.browser imports this module
-
             if not isinstance(body["meta"]["env"], dict):
-                raise RecordError(
-                    f"meta.env: expected an object, got {_shown(body['meta']['env'])}"
-                )
+                raise RecordError(f"meta.env: expected an object, got {shown(body['meta']['env'])}")
             try:
                 config_from_dict(body["meta"]["env"], strict=False)
             except ValueError as exc:
@@ -128,78 +122,6 @@ class EpisodeRecord:
             if step.page_id:
                 seen.setdefault(step.page_id)
         return list(seen)
-
-
-def typed_fields(cls: type, data: object, where: str = "", *, required: Iterable[str] = ()) -> dict:
-    """The entries of `data` that are fields of the dataclass `cls`, each checked against the
-    field's type (JSON's: a tuple field takes a list; a nested dataclass field takes an object,
-    which its own `typed_fields` checks). RecordError names the field, e.g. 'steps[2].action'.
-    Keys that are not fields are dropped (written by another version)."""
-    if not isinstance(data, dict):
-        raise RecordError(f"{where or cls.__name__}: expected an object, got {_shown(data)}")
-    prefix = f"{where}." if where else ""
-    for name in required:
-        if name not in data:
-            raise RecordError(f"{prefix}{name}: missing")
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in fields(cls):
-        if f.name in data:
-            _check_type(data[f.name], hints[f.name], prefix + f.name)
-            out[f.name] = data[f.name]
-    return out
-
-
-def _check_type(value: object, hint: object, where: str) -> None:
-    """RecordError at `where` (or at the list item inside it) unless `value` has type `hint`."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return
-        options = [h for h in args if h is not type(None)]
-        if len(options) == 1:  # X | None: say what is wrong inside X
-            _check_type(value, options[0], where)
-            return
-        if not any(_matches(value, h) for h in options):
-            raise RecordError(f"{where}: expected {_type_name(hint)}, got {_shown(value)}")
-        return
-    if not _matches(value, hint):
-        raise RecordError(f"{where}: expected {_type_name(hint)}, got {_shown(value)}")
-    if origin in (list, tuple) and args:
-        for i, item in enumerate(value):  # type: ignore[arg-type]
-            _check_type(item, args[0], f"{where}[{i}]")
-
-
-def _matches(value: object, hint: object) -> bool:
-    """The outer type only (a list's items are checked by `_check_type`)."""
-    origin = typing.get_origin(hint)
-    if origin in (list, tuple):
-        return isinstance(value, list | tuple)
-    if origin is dict or hint is dict or is_dataclass(hint):
-        return isinstance(value, dict)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)  # type: ignore[arg-type]
-
-
-def _type_name(hint: object) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if origin in (list, tuple):
-        return "a list"
-    if origin is dict or hint is dict or is_dataclass(hint):
-        return "an object"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _shown(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=repr)
-    return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
 
 
 def check_writable(path: str | Path) -> Path:

@@ -35,7 +35,6 @@ import scipy.sparse as sp
 from env.limits import RenderLimits
 from env.observation import escape, escape_inline, link_marker, valid_text
 from env.pages import Link, Page, wrap
-from env.sources.base import SearchHit
 
 # ----------------------------------------------------------------------------- documents
 
@@ -49,11 +48,22 @@ class Document:
     text: str
 
 
+@dataclass(frozen=True)
+class SearchHit:
+    """One ranked search result: what a results page lists and what retrieve-then-read reads."""
+
+    url: str
+    title: str
+    snippet: str
+    score: float
+
+
 # ----------------------------------------------------------------------------- tokenizer
 
 # NLTK's English stop-word list plus the pieces our split leaves of contractions ("don't" ->
 # "don", "t"). bm25s ships only Lucene's 33 words, which keep "what", "which", "who": words in
-# nearly every question and no document's topic.
+# nearly every question and no document's topic. The index's list only: queries drop
+# `queries.QUESTION_WORDS`, citation checks ignore `citations.FUNCTION_WORDS`.
 STOPWORDS_EN = frozenset(
     """
     a about above after again against ain all am an and any are aren as at be because been
@@ -288,8 +298,18 @@ def _discard(path: Path, cache_dir: Path) -> None:
 # ----------------------------------------------------------------------------- snippets
 
 _SPACE = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 ELLIPSIS = "…"
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+# Quotable sentences (the decoding aid's "Quote: ..." commands) split only where the next one
+# starts like a sentence (capital, digit, quote, parenthesis): "e.g. the", "3 p.m. on" stay whole.
+_QUOTABLE_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def split_sentences(text: str, *, quotable: bool = False) -> list[str]:
+    """`text` split after each ". ! ? …" and space (snippets, dense passages); `quotable` uses
+    the stricter rule for sentences offered to quote."""
+    return (_QUOTABLE_SENTENCE_END if quotable else _SENTENCE_END).split(text)
 
 
 def snippet(text: str, query: str, max_chars: int = 200) -> str:
@@ -305,7 +325,7 @@ def snippet(text: str, query: str, max_chars: int = 200) -> str:
     if max_chars <= len(ELLIPSIS):
         return ""
     wanted = set(tokenize(query))
-    sentences = _SENTENCE_END.split(text)
+    sentences = split_sentences(text)
     overlap = [len(wanted.intersection(tokenize(s))) for s in sentences]
     best = max(range(len(sentences)), key=lambda i: (overlap[i], -i))
     if overlap[best] == 0:
@@ -440,69 +460,3 @@ def domain_blocked(url: str, blocked: Iterable[str]) -> bool:
         if domain and (host == domain or host.endswith("." + domain)):
             return True
     return False
-
-
-_QUESTION_STOP = set(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
-        "is",
-        "was",
-        "were",
-        "are",
-        "be",
-        "been",
-        "which",
-        "who",
-        "whom",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "his",
-        "her",
-        "their",
-        "did",
-        "does",
-        "do",
-        "name",
-        "called",
-        "known",
-        "as",
-    ]
-)
-
-
-def query_variants(question: str) -> list[str]:
-    """Search queries a person would try for a question, best first: its key words, its named
-    phrases, then the whole question. Used by the demonstrator and the admissible-action aid."""
-    words = re.findall(r"[\w'’\-]+", question)
-    content = [w for w in words if w.lower() not in _QUESTION_STOP]
-    named = [
-        n
-        for n in re.findall(
-            r"(?:[A-Z][\w'’\-]+(?:\s+(?:of|the|de|and)?\s*[A-Z][\w'’\-]+)*)", question
-        )
-        if n.lower() not in _QUESTION_STOP
-    ]
-    out = [" ".join(content[:8]), " ".join(named[:3]), " ".join(words)]
-    return [q for q in dict.fromkeys(o.strip() for o in out) if q]

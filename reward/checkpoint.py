@@ -8,11 +8,12 @@ deletes the old one, so a kill leaves a complete `last` or (between the two rena
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from env.paths import file_sha256  # noqa: F401 (re-exported: the data half of a run's fingerprint)
 
 
 def _sibling(target: Path, suffix: str) -> Path:
@@ -48,15 +49,6 @@ def resume_state(target: str | Path, name: str = "state.pt") -> Path | None:
     """The resume file `name` in the last complete checkpoint `target`, or None to start over."""
     found = complete_dir(target)
     return found / name if found is not None and (found / name).exists() else None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks: the data half of a run's fingerprint."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_fingerprint(stored: dict | None, current: dict, where: str | Path) -> None:

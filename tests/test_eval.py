@@ -34,14 +34,25 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     path = tmp_path / "questions.jsonl"
-    path.write_text("".join(json.dumps({"question_id": i, "question": q, "answer": {"value": a[0], "aliases": a}}) + "\n"
-                            for i, q, a in QUESTIONS))  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps({"question_id": i, "question": q, "answer": {"value": a[0], "aliases": a}})
+            + "\n"
+            for i, q, a in QUESTIONS
+        )
+    )
     return path
 
 
 def _args(dataset, out, tiny_dir, index_dir, **kw) -> EvalArgs:
-    return EvalArgs(dataset=str(dataset), out=str(out), policy=PolicyArgs(model=str(tiny_dir), examples=2),
-                    env=EnvArgs(max_actions=2, page_cache=str(out.parent / "pages")), batch=3, **kw)  # fmt: skip
+    return EvalArgs(
+        dataset=str(dataset),
+        out=str(out),
+        policy=PolicyArgs(model=str(tiny_dir), examples=2),
+        env=EnvArgs(max_actions=2, page_cache=str(out.parent / "pages")),
+        batch=3,
+        **kw,
+    )
 
 
 def test_browse_run_writes_every_output(dataset, tmp_path, tiny_dir, index_dir, monkeypatch):
@@ -58,8 +69,21 @@ def test_browse_run_writes_every_output(dataset, tmp_path, tiny_dir, index_dir, 
         assert r["actions"] == 2 and r["episode"]["question"] == r["question"]
         assert r["in_corpus"] in (0.0, 1.0) and r["seen_answer"] in (0.0, 1.0)
     summary = json.loads((out / "summary.json").read_text())
-    for key in ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
-                "no_answer_rate", "seconds_per_question", "model", "data", "settings"]:  # fmt: skip
+    for key in [
+        "n",
+        "em",
+        "f1",
+        "contains",
+        "supported",
+        "citation_valid",
+        "mean_actions",
+        "invalid_rate",
+        "no_answer_rate",
+        "seconds_per_question",
+        "model",
+        "data",
+        "settings",
+    ]:
         assert key in summary
     assert summary["n"] == 4 and summary["mean_actions"] == 2.0
     assert summary["in_corpus"] > 0  # Tigris, Lima, ... are in the local Wikipedia
@@ -92,8 +116,21 @@ def test_closed_book_and_rag_and_compare(dataset, tmp_path, tiny_dir, index_dir,
 def test_resume_after_kill_loses_and_duplicates_nothing(dataset, tmp_path, tiny_dir, index_dir):
     out = tmp_path / "killed"
     env = {**os.environ, "WEBAGENT_CACHE": str(index_dir.parent)}
-    cmd = [WEBAGENT, "eval", str(dataset), "--out", str(out), "--model", str(tiny_dir), "--examples", "2",
-           "--max-actions", "3", "--batch", "1"]  # fmt: skip
+    cmd = [
+        WEBAGENT,
+        "eval",
+        str(dataset),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_dir),
+        "--examples",
+        "2",
+        "--max-actions",
+        "3",
+        "--batch",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.jsonl"
     deadline = time.time() + 240
@@ -115,6 +152,10 @@ def test_resume_after_kill_loses_and_duplicates_nothing(dataset, tmp_path, tiny_
 def test_bad_dataset_is_a_clear_cli_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": ["a"]}\nnot json\n')
-    out = subprocess.run([WEBAGENT, "eval", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [WEBAGENT, "eval", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and "bad.jsonl:2" in out.stderr and "Traceback" not in out.stderr

@@ -46,7 +46,9 @@ def test_quantized_lora_policy_decodes_and_a_row_is_the_same_alone_or_batched():
     prompts = ["Which river flows through Baghdad?", "Search", "Clicked on link 0 and more"]
     sampling = Sampling(temperature=1.0)
     batch = policy.generate(prompts, max_new_tokens=6, sampling=sampling, seeds=[1, 2, 3])
-    single = [policy.generate([p], max_new_tokens=6, sampling=sampling, seeds=[s])[0]
-              for p, s in zip(prompts, [1, 2, 3], strict=True)]  # fmt: skip
+    single = [
+        policy.generate([p], max_new_tokens=6, sampling=sampling, seeds=[s])[0]
+        for p, s in zip(prompts, [1, 2, 3], strict=True)
+    ]
     assert [g.token_ids for g in batch] == [g.token_ids for g in single]
     assert all(len(g.token_ids) > 0 for g in batch)

@@ -181,3 +181,26 @@ def test_holds_alias_matches_whole_normalised_words():
     assert holds_alias("It flows through Baghdad.", ["baghdad", ""])
     assert not holds_alias("Baghdadi food", ["Baghdad"]) and not holds_alias(None, ["x"])
     assert not holds_alias("anything", ["", "The"]), "an alias that normalises to nothing"
+
+
+def test_retriever_positives_agree_with_holds_alias():
+    """The retriever's indexed positives are `holds_alias` made fast: same answers."""
+    from webagent.datasets import Question
+    from webagent.metrics import holds_alias
+    from webagent.train_retriever import positives
+
+    texts = [
+        "The Tigris flows south through Baghdad.",
+        "Tigris-river? No: the Tigris River, in Turkish the Dicle.",
+        "Tigrisriver is one word.",
+        "An apple a day.",
+        "",
+    ]
+    questions = [
+        Question("q1", "Which river?", "The Tigris", tuple(ALIASES)),
+        Question("q2", "Fruit?", "apple", ("an apple", "Apples")),
+        Question("q3", "Nothing?", "x", ("",)),
+    ]
+    for q, found in zip(questions, positives(texts, questions), strict=True):
+        assert found.tolist() == [i for i, t in enumerate(texts) if holds_alias(t, q.aliases)]
+    assert positives(texts, questions)[0].tolist() == [0, 1]

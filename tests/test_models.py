@@ -19,10 +19,14 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from webagent import models as M
 
 CORPUS = [
-    "The capital of France is Paris.", "Search Baghdad river", "Clicked on link 0",
-    "Quote: The Tigris flows through Baghdad", "Numbers 1234567 and 3.14159",
-    "Hello, world! unicode: café, Zürich", "leading spaces and trailing",
-]  # fmt: skip
+    "The capital of France is Paris.",
+    "Search Baghdad river",
+    "Clicked on link 0",
+    "Quote: The Tigris flows through Baghdad",
+    "Numbers 1234567 and 3.14159",
+    "Hello, world! unicode: café, Zürich",
+    "leading spaces and trailing",
+]
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
@@ -52,11 +56,19 @@ def _tokenizer() -> tuple[Tokenizer, PreTrainedTokenizerFast]:
 
 def _config(vocab_size: int, tie: bool = True) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        bos_token_id=1,
+        eos_token_id=2,
         tie_word_embeddings=tie,
-    )  # fmt: skip
+    )
 
 
 def _tiny_model(vocab_size: int, tie: bool = True, seed: int = 0) -> LlamaForCausalLM:

@@ -57,12 +57,28 @@ def test_golden_browse_observation():
 
 
 def test_golden_first_and_error_and_answer_observations():
-    first = render_browse(question="Q?", quotes=[], past_actions=[], title=None, lines=[],
-                          cursor=0, window_lines=10, actions_left=100)  # fmt: skip
+    first = render_browse(
+        question="Q?",
+        quotes=[],
+        past_actions=[],
+        title=None,
+        lines=[],
+        cursor=0,
+        window_lines=10,
+        actions_left=100,
+    )
     check_golden("first.txt", first)
-    error = render_browse(question="Q?", quotes=[], past_actions=["Back (failed)"], title=None,
-                          lines=[], cursor=0, window_lines=10, actions_left=99,
-                          error="there is no previous page to go back to")  # fmt: skip
+    error = render_browse(
+        question="Q?",
+        quotes=[],
+        past_actions=["Back (failed)"],
+        title=None,
+        lines=[],
+        cursor=0,
+        window_lines=10,
+        actions_left=99,
+        error="there is no previous page to go back to",
+    )
     check_golden("error.txt", error)
     check_golden("answer.txt", render_answer(question="Which river?", quotes=QUOTES))
 
@@ -76,17 +92,29 @@ def test_golden_real_episode_on_local_wikipedia(wiki):
 
 
 def test_past_actions_are_summarised_beyond_the_limit():
-    text = render_browse(question="q", quotes=[], past_actions=[f"Top {i}" for i in range(25)],
-                         title=None, lines=[], cursor=0, window_lines=10, actions_left=75,
-                         max_past_actions=20)  # fmt: skip
+    text = render_browse(
+        question="q",
+        quotes=[],
+        past_actions=[f"Top {i}" for i in range(25)],
+        title=None,
+        lines=[],
+        cursor=0,
+        window_lines=10,
+        actions_left=75,
+        max_past_actions=20,
+    )
     assert "(5 earlier actions)\nTop 5\n" in text and "Top 4\n" not in text
 
 
 @pytest.mark.parametrize(
     ("url", "expected"),
-    [("https://www.bbc.co.uk/news", "bbc.co.uk"), ("https://en.wikipedia.org/wiki/X", "en.wikipedia.org"),
-     ("search:?q=x", ""), ("http://127.0.0.1:8000/a", "127.0.0.1")],
-)  # fmt: skip
+    [
+        ("https://www.bbc.co.uk/news", "bbc.co.uk"),
+        ("https://en.wikipedia.org/wiki/X", "en.wikipedia.org"),
+        ("search:?q=x", ""),
+        ("http://127.0.0.1:8000/a", "127.0.0.1"),
+    ],
+)
 def test_domain(url, expected):
     assert domain(url) == expected
 

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from env.cache import CacheSource, PageCache
+from env.cache import PageCache
 from env.errors import CacheError, PageNotFound, UnsupportedContent
 from env.limits import RenderLimits
 from env.observation import strip_markup
 from env.pages import Page, bytes_to_page, decode, html_to_page, looks_binary, wrap
 from env.record import EpisodeRecord, RecordError, Step, append_jsonl, read_jsonl, read_records
+from env.sources.cache import CacheSource
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -104,15 +104,18 @@ def test_greedy_is_deterministic_and_batch_equals_single(policy):
     ]
     for sampling in [Sampling(), Sampling(temperature=1.0, top_p=0.9)]:
         batch = policy.generate(prompts, max_new_tokens=6, sampling=sampling, seeds=[1, 2, 3])
-        single = [policy.generate([p], max_new_tokens=6, sampling=sampling, seeds=[s])[0]
-                  for p, s in zip(prompts, [1, 2, 3], strict=True)]  # fmt: skip
+        single = [
+            policy.generate([p], max_new_tokens=6, sampling=sampling, seeds=[s])[0]
+            for p, s in zip(prompts, [1, 2, 3], strict=True)
+        ]
         assert [g.token_ids for g in batch] == [g.token_ids for g in single]
 
 
 def _run(policy, wiki, batch_size, max_actions=3):
     make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=max_actions)))  # noqa: E731
-    config = RunConfig(batch_size=batch_size, sampling=Sampling(temperature=1.0, seed=11),
-                       browse_max_new_tokens=8)  # fmt: skip
+    config = RunConfig(
+        batch_size=batch_size, sampling=Sampling(temperature=1.0, seed=11), browse_max_new_tokens=8
+    )
     tasks = [
         Task(q, {"i": i})
         for i, q in enumerate(["Who was Ray Charles?", "Which river?", "What is jazz?"])
@@ -149,8 +152,13 @@ def test_no_quotes_means_no_answer_attempted(policy, wiki):
 def test_answer_helpers():
     from env.observation import SavedQuote
 
-    record = EpisodeRecord(id="x", question="Q?", source="wiki", answer="Tigris [1][3]",
-                           quotes=[SavedQuote(1, "Tigris", "https://en.wikipedia.org/wiki/Tigris", "It flows.")])  # fmt: skip
+    record = EpisodeRecord(
+        id="x",
+        question="Q?",
+        source="wiki",
+        answer="Tigris [1][3]",
+        quotes=[SavedQuote(1, "Tigris", "https://en.wikipedia.org/wiki/Tigris", "It flows.")],
+    )
     assert cited(record.answer) == [1, 3] and strip_citations(record.answer) == "Tigris"
     text = format_answer(record)
     assert (
@@ -179,11 +187,20 @@ def _tiny_gemma(vocab_size: int, window: int = 8):
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=window,
-        layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=4096,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return Gemma3ForCausalLM(config).eval()
 
 
@@ -219,8 +236,13 @@ def test_admissible_constraint_yields_only_admissible_commands(policy, wiki):
     assert any(c.startswith("Quote: Baghdad is the capital") for c in admissible.commands)
     assert "Clicked on link 1" in admissible.commands and "Back" in admissible.commands
     prompt = policy.prompt("browse", env.observation())
-    gens = policy.generate([prompt] * 6, max_new_tokens=300, sampling=Sampling(temperature=1.5),
-                           seeds=range(6), constrained=[admissible] * 6)  # fmt: skip
+    gens = policy.generate(
+        [prompt] * 6,
+        max_new_tokens=300,
+        sampling=Sampling(temperature=1.5),
+        seeds=range(6),
+        constrained=[admissible] * 6,
+    )
     for gen in gens:
         text = completion_to_action(gen.text)
         if text in admissible.commands:
@@ -282,8 +304,13 @@ def test_forced_tails_are_appended_exactly(policy, wiki):
             policy.jump_forward = jump
             calls.clear()
             for sampling in (Sampling(), Sampling(temperature=1.5)):
-                gens = policy.generate([prompt] * 4, max_new_tokens=300, sampling=sampling,
-                                       seeds=range(4), constrained=[admissible] * 4)  # fmt: skip
+                gens = policy.generate(
+                    [prompt] * 4,
+                    max_new_tokens=300,
+                    sampling=sampling,
+                    seeds=range(4),
+                    constrained=[admissible] * 4,
+                )
                 out[jump, sampling.temperature] = [(g.token_ids, g.logprobs) for g in gens]
             out[jump] = len(calls)
     finally:

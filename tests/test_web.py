@@ -71,9 +71,14 @@ class _Server(ThreadingHTTPServer):
 
 
 def send(
-    h: BaseHTTPRequestHandler, body: bytes, *, ctype: str = "text/html; charset=utf-8",
-    status: int = 200, headers: dict[str, str] | None = None, length: bool = True,
-) -> None:  # fmt: skip
+    h: BaseHTTPRequestHandler,
+    body: bytes,
+    *,
+    ctype: str = "text/html; charset=utf-8",
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    length: bool = True,
+) -> None:
     h.send_response(status)
     h.send_header("Content-Type", ctype)
     if length:
@@ -552,10 +557,15 @@ def _fake_dns(monkeypatch, table: dict[str, list[str]]) -> list[str]:
         if host in table:
             looked_up.append(host)
             return [
-                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                 (a, port))
+                (
+                    socket.AF_INET6 if ":" in a else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    6,
+                    "",
+                    (a, port),
+                )
                 for a in table[host]
-            ]  # fmt: skip
+            ]
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
@@ -591,11 +601,30 @@ def tls_server(tmp_path, monkeypatch):
         pytest.skip("openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=secure.test",
-         "-addext", "subjectAltName=DNS:secure.test"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=secure.test",
+            "-addext",
+            "subjectAltName=DNS:secure.test",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     monkeypatch.setattr(web_module, "_SSL_CONTEXT", ssl.create_default_context(cafile=str(cert)))
@@ -654,16 +683,24 @@ def _searx_route(server: _Server, prefix: str, payload: object, status: int = 20
 RESULTS = {
     "query": "tigris",
     "results": [
-        {"url": "https://en.wikipedia.org/wiki/Tigris", "title": "Tigris - Wikipedia",
-         "content": "The  Tigris is the eastern\n river of Mesopotamia.", "score": 4.5},
-        {"url": "https://www.britannica.com/place/Tigris-River", "title": "Tigris River",
-         "content": "Tigris River, river, Southwest Asia.", "score": 2.0},
+        {
+            "url": "https://en.wikipedia.org/wiki/Tigris",
+            "title": "Tigris - Wikipedia",
+            "content": "The  Tigris is the eastern\n river of Mesopotamia.",
+            "score": 4.5,
+        },
+        {
+            "url": "https://www.britannica.com/place/Tigris-River",
+            "title": "Tigris River",
+            "content": "Tigris River, river, Southwest Asia.",
+            "score": 2.0,
+        },
         {"url": "javascript:alert(1)", "title": "bad", "content": "", "score": 9},
         "not a result",
         {"url": "https://en.wikipedia.org/wiki/Tigris", "title": "dup", "score": 1},
         {"url": "https://example.com/tigris", "title": "No score", "content": None},
     ],
-}  # fmt: skip
+}
 
 
 def test_searx_search(server):

@@ -33,8 +33,9 @@ import tyro
 
 from env.browser import BrowserEnv
 from env.observation import render_answer, strip_markup
+from env.queries import query_variants
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
-from env.search import query_variants, tokenize
+from env.search import tokenize
 from webagent.config import DEMO_MAX_ACTIONS, EnvArgs, at_least
 from webagent.datasets import Question
 from webagent.metrics import holds_alias, normalize_answer

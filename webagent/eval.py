@@ -43,8 +43,18 @@ from webagent.metrics import (
 from webagent.prompts import completion_to_action
 from webagent.rollout import Task, grouped, run_episodes
 
-SUMMARY_KEYS = ["n", "em", "f1", "contains", "supported", "citation_valid", "mean_actions", "invalid_rate",
-                "no_answer_rate", "seconds_per_question"]  # fmt: skip
+SUMMARY_KEYS = [
+    "n",
+    "em",
+    "f1",
+    "contains",
+    "supported",
+    "citation_valid",
+    "mean_actions",
+    "invalid_rate",
+    "no_answer_rate",
+    "seconds_per_question",
+]
 
 
 @dataclass
@@ -196,11 +206,17 @@ def best_of_row(
     rows = [episode_row(question, r, cache, corpus) for r in records]
     best = dict(rows[ranked.best])
     best["candidates"] = [
-        {"answer": row["answer"], "score": s, "em": row["em"], "supported": row["supported"],
-         "actions": row["actions"], "seconds": row["seconds"] + scoring / len(records),
-         "episode": row["episode"]}  # kept so another reward model can rescore: `rescore`
+        {
+            "answer": row["answer"],
+            "score": s,
+            "em": row["em"],
+            "supported": row["supported"],
+            "actions": row["actions"],
+            "seconds": row["seconds"] + scoring / len(records),
+            "episode": row["episode"],
+        }  # kept so another reward model can rescore: `rescore`
         for row, s in zip(rows, ranked.scores, strict=True)
-    ]  # fmt: skip
+    ]
     best["best"] = ranked.best
     best["seconds"] = sum(c["seconds"] for c in best["candidates"])
     return best
@@ -219,7 +235,14 @@ def rescore(rows: list[dict], scorer) -> list[dict]:
             raise ValueError("these best-of-n rows do not keep their candidates' episodes")
         eps = [EpisodeRecord.from_dict(c["episode"]) for c in cands]
         scores = rank(row["question"], eps, scorer).scores
-        out.append({**row, "candidates": [{**c, "score": float(x)} for c, x in zip(cands, scores, strict=True)]})  # fmt: skip
+        out.append(
+            {
+                **row,
+                "candidates": [
+                    {**c, "score": float(x)} for c, x in zip(cands, scores, strict=True)
+                ],
+            }
+        )
     return out
 
 
@@ -241,16 +264,24 @@ def best_of_curve(rows: list[dict]) -> list[dict]:
         ems, secs, oracle = [], [], []
         for r in rows:
             cands = r["candidates"][:k]
-            named = [Answer(c["episode"]["answer"] or "").names_something if "episode" in c else True
-                     for c in cands]  # fmt: skip
+            named = [
+                Answer(c["episode"]["answer"] or "").names_something if "episode" in c else True
+                for c in cands
+            ]
             ems.append(cands[pick([c["score"] for c in cands], named)]["em"])
             oracle.append(max(c["em"] for c in cands))
             secs.append(sum(c["seconds"] for c in cands))
         first = first or ems
-        out.append({"k": k, "em": sum(ems) / len(ems), "oracle_em": sum(oracle) / len(oracle),
-                    "seconds_per_question": sum(secs) / len(secs),
-                    "won": sum(a > b for a, b in zip(ems, first, strict=True)),
-                    "lost": sum(a < b for a, b in zip(ems, first, strict=True))})  # fmt: skip
+        out.append(
+            {
+                "k": k,
+                "em": sum(ems) / len(ems),
+                "oracle_em": sum(oracle) / len(oracle),
+                "seconds_per_question": sum(secs) / len(secs),
+                "won": sum(a > b for a, b in zip(ems, first, strict=True)),
+                "lost": sum(a < b for a, b in zip(ems, first, strict=True)),
+            }
+        )
         k *= 2
     return out
 
@@ -279,20 +310,32 @@ def _rows_prompted(
             passages.append(pages)
             urls.append([hit.url for hit in hits])
         t0 = time.perf_counter()
-        gens = policy.generate(prompts, max_new_tokens=24, sampling=sampling_of(args.policy),
-                               seeds=[args.policy.seed + start + i for i in range(len(chunk))])  # fmt: skip
+        gens = policy.generate(
+            prompts,
+            max_new_tokens=24,
+            sampling=sampling_of(args.policy),
+            seeds=[args.policy.seed + start + i for i in range(len(chunk))],
+        )
         seconds = (time.perf_counter() - t0) / len(chunk)
         for q, prompt, gen, pages, found in zip(chunk, prompts, gens, passages, urls, strict=True):
             answer = completion_to_action(gen.text)
             texts = [t for _, t in pages]
             holds = corpus.holder(q.aliases) if corpus is not None else None
             # no quotes to cite: the citation stages do not apply (shown as "—")
-            row = {**score(q, answer), "supported": None, "citation_valid": None, "answer": answer,
-                   "actions": 0, "invalid_actions": 0,
-                   **funnel.passages_evidence(found, holds, args.rag),
-                   "seen_answer": float(any_alias_in(texts, q.aliases)) if pages else None,
-                   "seconds": seconds, "prompt": prompt, "completion": gen.text,
-                   "passages": [title for title, _ in pages]}  # fmt: skip
+            row = {
+                **score(q, answer),
+                "supported": None,
+                "citation_valid": None,
+                "answer": answer,
+                "actions": 0,
+                "invalid_actions": 0,
+                **funnel.passages_evidence(found, holds, args.rag),
+                "seen_answer": float(any_alias_in(texts, q.aliases)) if pages else None,
+                "seconds": seconds,
+                "prompt": prompt,
+                "completion": gen.text,
+                "passages": [title for title, _ in pages],
+            }
             yield q, row
 
 
@@ -307,8 +350,15 @@ def run(args: EvalArgs) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     questions = load_questions(args.dataset)[: args.limit]
-    settings = {"dataset": str(Path(args.dataset).resolve()), "mode": args.mode, "model": args.policy.model,
-                "policy": asdict(args.policy), "env": asdict(args.env), "best_of": args.best_of, "rm": args.rm}  # fmt: skip
+    settings = {
+        "dataset": str(Path(args.dataset).resolve()),
+        "mode": args.mode,
+        "model": args.policy.model,
+        "policy": asdict(args.policy),
+        "env": asdict(args.env),
+        "best_of": args.best_of,
+        "rm": args.rm,
+    }
     config_path = out / "config.json"
     if config_path.exists():
         before = json.loads(config_path.read_text())
@@ -336,8 +386,14 @@ def run(args: EvalArgs) -> Path:
     )
     if todo:
         for q, row in rows:
-            row = {"question_id": q.id, "question": q.question, "aliases": list(q.aliases), "mode": args.mode,
-                   "in_corpus": corpus.contains(q.aliases) if corpus else None, **row}  # fmt: skip
+            row = {
+                "question_id": q.id,
+                "question": q.question,
+                "aliases": list(q.aliases),
+                "mode": args.mode,
+                "in_corpus": corpus.contains(q.aliases) if corpus else None,
+                **row,
+            }
             append_jsonl(results_path, [row])  # one fsynced line per question: a kill loses nothing
             ems.append(row["em"])
             bar.update(1)
@@ -355,18 +411,28 @@ def summarize(rows: list[dict], settings: dict) -> dict:
     mean = partial(funnel.mean_of, rows)  # None when no row has the key (it does not apply)
     actions = sum(r["actions"] for r in rows)
     summary = {
-        "n": n, "em": mean("em"), "f1": mean("f1"), "contains": mean("contains"),
-        "supported": mean("supported"), "citation_valid": mean("citation_valid"),
+        "n": n,
+        "em": mean("em"),
+        "f1": mean("f1"),
+        "contains": mean("contains"),
+        "supported": mean("supported"),
+        "citation_valid": mean("citation_valid"),
         "mean_actions": actions / max(n, 1),
         "invalid_rate": sum(r["invalid_actions"] for r in rows) / max(actions, 1),
-        "no_answer_rate": mean("no_answer"), "seconds_per_question": mean("seconds"),
+        "no_answer_rate": mean("no_answer"),
+        "seconds_per_question": mean("seconds"),
         **funnel.summarize(rows),
-    }  # fmt: skip
+    }
     curve = best_of_curve(rows) if any(r.get("candidates") for r in rows) else None
     if curve:
         summary["best_of_curve"] = curve
-    return {**summary, "mode": settings["mode"], "model": settings["model"], "data": settings["dataset"],
-            "settings": settings}  # fmt: skip
+    return {
+        **summary,
+        "mode": settings["mode"],
+        "model": settings["model"],
+        "data": settings["dataset"],
+        "settings": settings,
+    }
 
 
 def _table(summaries: list[tuple[str, dict]]) -> str:
@@ -385,16 +451,28 @@ def write_reports(out: Path, settings: dict) -> dict:
     rows = list(read_jsonl(out / "results.jsonl")) if (out / "results.jsonl").exists() else []
     summary = summarize(rows, settings)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    report = [f"# Evaluation: {settings['mode']} — {settings['model']}", "",
-              f"Data: `{settings['dataset']}` ({summary['n']} questions)", "", _table([(settings["mode"], summary)]), "",
-              *funnel.tables([(settings["mode"], summary)]),
-              "`seen_answer`: an alias occurs in a page the agent opened (or the pasted passages); "
-              "`in_corpus`: it occurs anywhere in the corpus — the coverage bounds; `supported`: "
-              "an alias the answer names is in a quote it cites.", "",
-              "![evidence funnel](funnel.png)", "",
-              *_curve_table(summary.get("best_of_curve")),
-              "![accuracy by number of actions](plot.png)", "", "Settings:", "```json",
-              json.dumps(settings, indent=2), "```"]  # fmt: skip
+    report = [
+        f"# Evaluation: {settings['mode']} — {settings['model']}",
+        "",
+        f"Data: `{settings['dataset']}` ({summary['n']} questions)",
+        "",
+        _table([(settings["mode"], summary)]),
+        "",
+        *funnel.tables([(settings["mode"], summary)]),
+        "`seen_answer`: an alias occurs in a page the agent opened (or the pasted passages); "
+        "`in_corpus`: it occurs anywhere in the corpus — the coverage bounds; `supported`: "
+        "an alias the answer names is in a quote it cites.",
+        "",
+        "![evidence funnel](funnel.png)",
+        "",
+        *_curve_table(summary.get("best_of_curve")),
+        "![accuracy by number of actions](plot.png)",
+        "",
+        "Settings:",
+        "```json",
+        json.dumps(settings, indent=2),
+        "```",
+    ]
     (out / "report.md").write_text("\n".join(report) + "\n")
     _plot_by_actions(rows, out / "plot.png", settings["mode"])
     funnel.plot([(settings["mode"], summary)], out / "funnel.png")
@@ -404,10 +482,17 @@ def write_reports(out: Path, settings: dict) -> dict:
 def _curve_table(curve: list[dict] | None) -> list[str]:
     if not curve:
         return []
-    lines = ["Best-of-k from the same candidates (reward model picks; `oracle`: any candidate right):",
-             "", "| k | EM | won / lost vs k=1 | oracle EM | s/question |", "|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {c['k']} | {c['em']:.3f} | {c.get('won', '—')} / {c.get('lost', '—')} | "
-              f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |" for c in curve]  # fmt: skip
+    lines = [
+        "Best-of-k from the same candidates (reward model picks; `oracle`: any candidate right):",
+        "",
+        "| k | EM | won / lost vs k=1 | oracle EM | s/question |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c['k']} | {c['em']:.3f} | {c.get('won', '—')} / {c.get('lost', '—')} | "
+        f"{c['oracle_em']:.3f} | {c['seconds_per_question']:.1f} |"
+        for c in curve
+    ]
     return [*lines, ""]
 
 
@@ -426,8 +511,12 @@ def _plot_by_actions(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     x = range(len(labels))
     for offset, key in [(-0.2, "em"), (0.0, "contains"), (0.2, "supported")]:
-        ax.bar([i + offset for i in x], [sum(r[key] or 0 for r in buckets[k]) / len(buckets[k]) for k in labels],
-               width=0.2, label=key)  # fmt: skip
+        ax.bar(
+            [i + offset for i in x],
+            [sum(r[key] or 0 for r in buckets[k]) / len(buckets[k]) for k in labels],
+            width=0.2,
+            label=key,
+        )
     ax.set_xticks(list(x), [f"{k}\n(n={len(buckets[k])})" for k in labels])
     ax.set_xlabel("actions taken")
     ax.set_ylabel("share of questions")
@@ -466,8 +555,12 @@ def compare(dirs: Sequence[str], out: str) -> Path:
     keys = ["em", "f1", "contains", "supported"]
     width = 0.8 / len(keys)
     for j, key in enumerate(keys):
-        ax.bar([i + (j - 1.5) * width for i in range(len(summaries))], [s.get(key) or 0 for _, s in summaries],
-               width=width, label=key)  # fmt: skip
+        ax.bar(
+            [i + (j - 1.5) * width for i in range(len(summaries))],
+            [s.get(key) or 0 for _, s in summaries],
+            width=width,
+            label=key,
+        )
     ax.set_xticks(range(len(summaries)), [name for name, _ in summaries])
     ax.set_ylabel("score")
     ax.set_title("EM across runs")

@@ -66,7 +66,13 @@ import torch
 
 from env.dense import ENCODERS, encoder_dir, quiet_progress  # encoders shipped in pip packages
 from env.paths import cache_root
-from reward.model import last_positions  # one home: the reward model pools at the same place
+from reward.lm import (
+    ensure_pad_token,
+    last_positions,
+    logit_softcap,
+    position_ids_from_mask,
+    soft_cap,
+)
 from reward.stack import check_transformers
 
 __all__ = [
@@ -586,9 +592,18 @@ def _make_readable(directory: Path) -> None:
 
 
 _TOKENIZER_KWARGS = (
-    "bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "cls_token", "sep_token",
-    "add_bos_token", "add_eos_token", "model_max_length", "clean_up_tokenization_spaces",
-)  # fmt: skip
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "pad_token",
+    "mask_token",
+    "cls_token",
+    "sep_token",
+    "add_bos_token",
+    "add_eos_token",
+    "model_max_length",
+    "clean_up_tokenization_spaces",
+)
 
 
 def _fast_tokenizer(directory: Path) -> Any:
@@ -648,13 +663,8 @@ def _special_tokens(tokenizer: Any) -> dict[str, Any]:
 
 def _configure_tokenizer(tokenizer: Any) -> None:
     """Pad token set (pad, else eos, else unk) and left padding for batched generation."""
-    if tokenizer.pad_token is None:
-        for candidate in (tokenizer.eos_token, tokenizer.unk_token):
-            if candidate is not None:
-                tokenizer.pad_token = candidate
-                break
-        else:
-            raise ModelSpecError("tokenizer has no pad, eos or unk token to pad with")
+    if ensure_pad_token(tokenizer) is None:
+        raise ModelSpecError("tokenizer has no pad, eos or unk token to pad with")
     tokenizer.padding_side = "left"
 
 
@@ -794,11 +804,6 @@ def unwrap(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that make a left-padded row behave like the same row unpadded."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-
-
 def hidden_states(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
 ) -> torch.Tensor:
@@ -838,10 +843,7 @@ def logits_for(
         raise ValueError(f"positions must be 1-D or 2-D, got shape {tuple(positions.shape)}")
     inner = unwrap(model)
     logits = inner.get_output_embeddings()(h)
-    cap = getattr(inner.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits.float()
+    return soft_cap(logits, logit_softcap(inner)).float()
 
 
 def last_token_logits(

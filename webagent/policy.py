@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from env.commands import KEYWORDS
+from reward.lm import ensure_pad_token, logit_softcap, position_ids_from_mask, soft_cap
 from reward.stack import check_transformers
 from webagent.models import unwrap
 from webagent.prompts import PromptFormat, format_for
@@ -94,8 +95,16 @@ class _Trie:
 class HFPolicy:
     """A HuggingFace causal LM as a browsing policy."""
 
-    def __init__(self, model, tokenizer, *, name: str = "model", prompt_format: PromptFormat | None = None,
-                 cache_prefix: bool = True, free_answers: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        name: str = "model",
+        prompt_format: PromptFormat | None = None,
+        cache_prefix: bool = True,
+        free_answers: bool = False,
+    ):
         check_transformers()  # the decode loop passes its cache as `cache=` (transformers 5.24)
         self.model = model.eval()
         self.free_answers = free_answers
@@ -113,8 +122,7 @@ class HFPolicy:
         `RECENT_PROMPTS` prompts (on top of the fixed prefix, so only with `cache_prefix`: a
         model whose weights change, as in PPO, caches neither; off only to measure it)."""
         self._recent: list[tuple[list[int], Any]] = []
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         tokenizer.padding_side = "left"
         self.stop_ids = {i for i in [tokenizer.eos_token_id] if i is not None}
         for special in ("<end_of_turn>", "<|im_end|>", "<|endoftext|>"):
@@ -130,7 +138,7 @@ class HFPolicy:
         self._head = inner.get_output_embeddings()
         self._full_head = getattr(inner, "int8_head", None) or self._head
         """What computes all logits of a free row (webagent.int8 adds an int8 copy of the head)."""
-        self._softcap = getattr(inner.config, "final_logit_softcapping", None)
+        self._softcap = logit_softcap(inner)
 
     def prompt(self, phase: str, observation: str) -> str:
         return self.format.prompt(phase, observation, self.tokenizer)  # type: ignore[arg-type]
@@ -230,14 +238,19 @@ class HFPolicy:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        positions = position_ids_from_mask(mask)
         hidden, cache = self._forward(input_ids, positions, None, mask)
         return hidden, cache, mask, positions[:, -1] + 1
 
     def _forward(self, input_ids, position_ids, past=None, mask=None):
         """The decoder body only: last hidden state per row, and the updated cache."""
-        out = self._decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                            cache=past, use_cache=True)  # fmt: skip
+        out = self._decoder(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=past,
+            use_cache=True,
+        )
         return out.last_hidden_state[:, -1, :], out.cache
 
     def _logits(self, h: torch.Tensor, allowed: list[int] | None) -> torch.Tensor:
@@ -248,9 +261,7 @@ class HFPolicy:
             idx = torch.tensor(allowed)
             bias = None if self._head.bias is None else self._head.bias[idx]
             logits = F.linear(h, self._head.weight[idx], bias).float()
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
+        return soft_cap(logits, self._softcap)
 
     # -- decode -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -399,8 +410,9 @@ def _snapshot(cache: Any, length: int) -> Any | None:
     """A copy of a one-row cache that later decoding leaves alone (layers grow by concatenating
     new tensors), if every layer still holds all `length` positions (none slid out of a window)."""
     layers = getattr(cache, "layers", None)
-    if not layers or any(getattr(la, "keys", None) is None or la.keys.shape[-2] != length
-                         for la in layers):  # fmt: skip
+    if not layers or any(
+        getattr(la, "keys", None) is None or la.keys.shape[-2] != length for la in layers
+    ):
         return None
     snapshot = copy.copy(cache)
     snapshot.layers = [copy.copy(layer) for layer in layers]

@@ -17,29 +17,16 @@ from pathlib import Path
 
 from env.browser import BrowserEnv, config_from_dict, replay_map
 from env.cache import PageCache
-from env.errors import CacheError, PageError, SearchError
+from env.errors import CacheError
 from env.observation import normalize
-from env.pages import Page
 from env.record import EpisodeRecord
+from env.sources.cache import CacheSource
 from webagent.answers import describe_step, format_answer
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
 
 
 class ReplayError(Exception):
     """The episode cannot be replayed (a page it needs is not in the cache)."""
-
-
-class _Offline:
-    """Stands in for the recorded source: replay must never search or fetch."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def search(self, query: str, k: int = 10):
-        raise SearchError("replay is offline: this search was not recorded")
-
-    def get(self, url: str) -> Page:
-        raise PageError("replay is offline: this page was not recorded")
 
 
 @dataclass
@@ -61,7 +48,9 @@ def replay(record: EpisodeRecord, cache: PageCache) -> ReplayResult:
             f"{cache.root} (first: {missing[0]}); was it recorded with another --page-cache?"
         )
     config = config_from_dict(record.meta["env"]) if "env" in record.meta else None
-    env = BrowserEnv(_Offline(record.source), config, cache=cache, replay_pages=replay_map(record))
+    env = BrowserEnv(
+        CacheSource(cache, record.source), config, cache=cache, replay_pages=replay_map(record)
+    )
     env.reset(record.question, seed=record.seed)
     result = ReplayResult(record)
     for i, step in enumerate(record.steps):
@@ -142,8 +131,10 @@ def write_html(records: Iterable[EpisodeRecord], cache: PageCache, out: str | Pa
     for record in records:
         extracts = [q.extract for q in record.quotes]
         parts.append(f"<h1>{html.escape(record.question)}</h1>")
-        parts.append(f"<p>Source {html.escape(record.source)} · model {html.escape(str(record.model))}"
-                     f" · ended by {html.escape(str(record.end))}</p>")  # fmt: skip
+        parts.append(
+            f"<p>Source {html.escape(record.source)} · model {html.escape(str(record.model))}"
+            f" · ended by {html.escape(str(record.end))}</p>"
+        )
         parts.append("<ol>")
         for step in record.steps:
             err = f" <span class='err'>✗ {html.escape(step.error)}</span>" if step.error else ""

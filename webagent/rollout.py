@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from env import citations
-from env.browser import Admissible, BrowserEnv
+from env.admissible import Admissible
+from env.browser import BrowserEnv
 from env.observation import render_answer
 from env.questions import QuestionError, check_question
 from env.record import EpisodeRecord, RecordError, numbered_lines

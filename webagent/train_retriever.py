@@ -11,7 +11,7 @@ stay frozen, so the corpus's cached (and shipped) vectors stay valid and a searc
     loss = -log( sum_{p holds an alias} e^{s(q,p)/t} / sum_{all p} e^{s(q,p)/t} )
 
 Positives: passages of the default corpus (title + window, as encoded) in which an answer alias
-occurs (TriviaQA normalisation, whole words: `webagent.metrics.normalize`). Questions with no
+occurs (TriviaQA normalisation, whole words: `webagent.metrics.normalize_answer`). Questions with no
 such passage are skipped. The last `held_out` questions of the file are never read (bench/
 retrieval.py tunes the fusion on them); of the rest, the last `val` pick the epoch (dense
 recall@10 over pages). dev.jsonl is never used.
@@ -33,7 +33,7 @@ from env.dense import QueryAdapter, dense_index
 from env.sources.local import index_cache_dir
 from env.sources.wiki import load_summaries
 from webagent.datasets import Question, load_questions
-from webagent.metrics import normalize
+from webagent.metrics import normalize_answer
 
 
 @dataclass
@@ -67,11 +67,12 @@ class Args:
 
 
 def positives(texts: list[str], questions: list[Question]) -> list[np.ndarray]:
-    """For each question, the passages whose text holds one of its aliases as whole words.
+    """For each question, the passages whose text holds one of its aliases as whole words
+    (`metrics.holds_alias`, which a test checks this against, made fast by an index).
 
     Candidates come from an inverted index of normalised words, then the phrase is checked.
     """
-    normed = [f" {normalize(t)} " for t in texts]
+    normed = [f" {normalize_answer(t)} " for t in texts]
     postings: dict[str, set[int]] = {}
     for i, t in enumerate(normed):
         for word in set(t.split()):
@@ -79,7 +80,7 @@ def positives(texts: list[str], questions: list[Question]) -> list[np.ndarray]:
     out = []
     for q in questions:
         found: set[int] = set()
-        for alias in {normalize(a) for a in q.aliases}:
+        for alias in {normalize_answer(a) for a in q.aliases}:
             words = alias.split()
             if not words or any(w not in postings for w in words):
                 continue

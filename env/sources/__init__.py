@@ -51,7 +51,8 @@ def open_source(
         guard = {"allow_private": allow_private, "allow_hosts": tuple(allow_hosts)}
         search = SearxSearch(endpoint, **guard) if endpoint else None
         return LiveWeb(search, **guard)
-    from env.cache import CacheSource, PageCache
+    from env.cache import PageCache
+    from env.sources.cache import CacheSource
 
     return CacheSource(PageCache())
 

@@ -1,21 +1,17 @@
-"""The one small interface every page source implements, and what a search returns."""
+"""The one small interface every page source implements; a search returns `SearchHit`s.
+
+`SearchHit` lives beside the ranking in `env.search` (results pages and indexes build it without
+importing the sources); it is re-exported here for the sources' sake.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from env.pages import Page
+from env.search import SearchHit
 
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One ranked search result: what a results page lists and what retrieve-then-read reads."""
-
-    url: str
-    title: str
-    snippet: str
-    score: float
+__all__ = ["PageSource", "SearchHit", "Searcher"]
 
 
 @runtime_checkable
@@ -31,4 +27,12 @@ class PageSource(Protocol):
 
     def get(self, url: str) -> Page:
         """The rendered page at `url` (PageNotFound, BlockedURL, FetchError, ...)."""
+        ...
+
+
+class Searcher(Protocol):
+    """A search backend without pages of its own (SearxNG behind `LiveWeb`)."""
+
+    def search(self, query: str, k: int = 10) -> list[SearchHit]:
+        """Ranked hits for a query, best first (SearchError if the backend fails)."""
         ...

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 from env.errors import PageError, SearchError
 from env.limits import FetchLimits
 from env.sources.base import SearchHit
-from env.sources.web import DEFAULT_USER_AGENT, fetch
+from env.sources.web import DEFAULT_USER_AGENT, GuardedClient
 
 _WS = re.compile(r"\s+")
 _MAX_TITLE_CHARS = 300
@@ -27,22 +27,29 @@ def _clean(value: object, max_chars: int) -> str:
     return _WS.sub(" ", value).strip()[:max_chars] if isinstance(value, str) else ""
 
 
-class SearxSearch:
+class SearxSearch(GuardedClient):
     """`search(query, k)` against `{endpoint}/search`, results best first as SearchHits."""
 
     name = "searx"
 
     def __init__(
-        self, endpoint: str, *, limits: FetchLimits = FetchLimits(), allow_private: bool = False,
-        allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
-    ):  # fmt: skip
+        self,
+        endpoint: str,
+        *,
+        limits: FetchLimits = FetchLimits(),
+        allow_private: bool = False,
+        allow_hosts: Sequence[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+    ):
         if urlsplit(endpoint).scheme not in {"http", "https"}:
             raise SearchError(f"SearxNG endpoint must be an http(s) URL, got {endpoint!r}")
+        super().__init__(
+            limits=limits,
+            allow_private=allow_private,
+            allow_hosts=allow_hosts,
+            user_agent=user_agent,
+        )
         self.endpoint = endpoint.rstrip("/")
-        self.limits = limits
-        self.allow_private = allow_private
-        self.allow_hosts = tuple(allow_hosts)
-        self.user_agent = user_agent
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
         query = _WS.sub(" ", query).strip()
@@ -50,11 +57,7 @@ class SearxSearch:
             return []
         url = f"{self.endpoint}/search?" + urlencode({"q": query, "format": "json"})
         try:
-            fetched = fetch(
-                url, limits=self.limits, allow_private=self.allow_private,
-                allow_hosts=self.allow_hosts, user_agent=self.user_agent,
-                accept="application/json",
-            )  # fmt: skip
+            fetched = self.fetch(url, accept="application/json")
         except PageError as exc:
             raise SearchError(f"SearxNG search failed: {exc}") from exc
         try:

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -35,8 +35,7 @@ from env.limits import FetchLimits, RenderLimits
 from env.pages import Page, bytes_to_page
 
 if TYPE_CHECKING:
-    from env.sources.base import SearchHit
-    from env.sources.searx import SearxSearch
+    from env.sources.base import Searcher, SearchHit
 
 DEFAULT_USER_AGENT = "webagent/0.1 (+offline-first research agent)"
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain", "application/pdf", ""})
@@ -149,9 +148,11 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner.close()
 
     def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
         timeout: float | None = None,
-    ) -> httpcore.NetworkStream:  # fmt: skip
+    ) -> httpcore.NetworkStream:
         tls = self._inner.start_tls(
             ssl_context, server_hostname, self._timeout(timeout, httpcore.ConnectTimeout)
         )
@@ -177,9 +178,13 @@ class _GuardedBackend(httpcore.NetworkBackend):
         self._allow_hosts = tuple(allow_hosts)
 
     def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None,
-        local_address: str | None = None, socket_options: Iterable | None = None,
-    ) -> httpcore.NetworkStream:  # fmt: skip
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable | None = None,
+    ) -> httpcore.NetworkStream:
         addresses = resolve_checked(
             host, port, allow_private=self._allow_private, allow_hosts=self._allow_hosts
         )
@@ -252,9 +257,15 @@ class _GuardedTransport(httpx.BaseTransport):
 # ----------------------------------------------------------------------------- fetching
 
 _NETWORK_ERRORS = (
-    httpx.HTTPError, httpx.InvalidURL, httpcore.TimeoutException, httpcore.NetworkError,
-    httpcore.ProtocolError, httpcore.UnsupportedProtocol, ssl.SSLError, OSError,
-)  # fmt: skip
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    ssl.SSLError,
+    OSError,
+)
 _TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException, TimeoutError)
 _SSL_CONTEXT: ssl.SSLContext | None = None
 
@@ -280,10 +291,15 @@ class Fetched:
 
 
 def fetch(
-    url: str, *, limits: FetchLimits = FetchLimits(), allow_private: bool = False,
-    allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
-    accept: str = _ACCEPT, content_type_ok: Callable[[str], bool] = lambda ctype: True,
-) -> Fetched:  # fmt: skip
+    url: str,
+    *,
+    limits: FetchLimits = FetchLimits(),
+    allow_private: bool = False,
+    allow_hosts: Sequence[str] = (),
+    user_agent: str = DEFAULT_USER_AGENT,
+    accept: str = _ACCEPT,
+    content_type_ok: Callable[[str], bool] = lambda ctype: True,
+) -> Fetched:
     """GET `url` within `limits`, following redirects by hand so each hop meets the guard.
 
     Raises BlockedURL (guard), FetchError (network, timeout, HTTP status >= 400, redirects),
@@ -303,9 +319,12 @@ def fetch(
     headers = {"User-Agent": user_agent, "Accept": accept, "Accept-Encoding": "gzip, deflate"}
     seen: list[str] = []
     client = httpx.Client(
-        transport=_GuardedTransport(backend, _ssl_context()), timeout=timeout, headers=headers,
-        follow_redirects=False, trust_env=False,  # trust_env: no proxy may bypass the guard
-    )  # fmt: skip
+        transport=_GuardedTransport(backend, _ssl_context()),
+        timeout=timeout,
+        headers=headers,
+        follow_redirects=False,
+        trust_env=False,  # trust_env: no proxy may bypass the guard
+    )
     try:
         with client:
             while True:
@@ -338,9 +357,13 @@ def _next_hop(url: str, response: httpx.Response, seen: list[str], limits: Fetch
 
 
 def _read_body(
-    url: str, response: httpx.Response, seen: list[str], limits: FetchLimits, deadline: float,
+    url: str,
+    response: httpx.Response,
+    seen: list[str],
+    limits: FetchLimits,
+    deadline: float,
     content_type_ok: Callable[[str], bool],
-) -> Fetched:  # fmt: skip
+) -> Fetched:
     status = response.status_code
     if status >= 400:
         reason = response.reason_phrase or "error"
@@ -362,30 +385,71 @@ def _read_body(
         if time.monotonic() >= deadline:  # reads are bounded too; this ends between chunks
             raise FetchError(f"{url}: timed out after {limits.total_timeout_seconds:g} s")
     return Fetched(
-        url=url, status=status, content_type=content_type, body=b"".join(chunks),
-        redirects=tuple(seen[:-1]), fetched_at=time.time(),
-    )  # fmt: skip
+        url=url,
+        status=status,
+        content_type=content_type,
+        body=b"".join(chunks),
+        redirects=tuple(seen[:-1]),
+        fetched_at=time.time(),
+    )
 
 
 # ----------------------------------------------------------------------------- the source
 
 
-class LiveWeb:
+class GuardedClient:
+    """A client of outside URLs (`LiveWeb`'s pages, `SearxSearch`'s endpoint): the guard's
+    settings, and `fetch` with them, written once."""
+
+    def __init__(
+        self,
+        *,
+        limits: FetchLimits = FetchLimits(),
+        allow_private: bool = False,
+        allow_hosts: Sequence[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+    ):
+        self.limits = limits
+        self.allow_private = allow_private
+        self.allow_hosts = tuple(allow_hosts)
+        self.user_agent = user_agent
+
+    def fetch(self, url: str, **options: Any) -> Fetched:
+        """`fetch(url)` under this client's guard; `options` are fetch's others (`accept`,
+        `content_type_ok`)."""
+        return fetch(
+            url,
+            limits=self.limits,
+            allow_private=self.allow_private,
+            allow_hosts=self.allow_hosts,
+            user_agent=self.user_agent,
+            **options,
+        )
+
+
+class LiveWeb(GuardedClient):
     """PageSource over the live web; search goes through a SearxNG instance when configured."""
 
     name = "web"
 
     def __init__(
-        self, search: SearxSearch | None = None, *, limits: FetchLimits = FetchLimits(),
-        render: RenderLimits = RenderLimits(), allow_private: bool = False,
-        allow_hosts: Sequence[str] = (), user_agent: str = DEFAULT_USER_AGENT,
-    ):  # fmt: skip
+        self,
+        search: Searcher | None = None,
+        *,
+        limits: FetchLimits = FetchLimits(),
+        render: RenderLimits = RenderLimits(),
+        allow_private: bool = False,
+        allow_hosts: Sequence[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+    ):
+        super().__init__(
+            limits=limits,
+            allow_private=allow_private,
+            allow_hosts=allow_hosts,
+            user_agent=user_agent,
+        )
         self.searcher = search
-        self.limits = limits
         self.render = render
-        self.allow_private = allow_private
-        self.allow_hosts = tuple(allow_hosts)
-        self.user_agent = user_agent
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
         if self.searcher is None:
@@ -399,16 +463,15 @@ class LiveWeb:
         return self.searcher.search(query, k)
 
     def get(self, url: str) -> Page:
-        fetched = fetch(
-            url, limits=self.limits, allow_private=self.allow_private,
-            allow_hosts=self.allow_hosts, user_agent=self.user_agent,
-            content_type_ok=lambda ctype: ctype in PAGE_TYPES,
-        )  # fmt: skip
+        fetched = self.fetch(url, content_type_ok=lambda ctype: ctype in PAGE_TYPES)
         try:
             page = bytes_to_page(
-                fetched.body, fetched.url, fetched.content_type, main_content=True,
+                fetched.body,
+                fetched.url,
+                fetched.content_type,
+                main_content=True,
                 limits=self.render,
-            )  # fmt: skip
+            )
         except PageError:
             raise
         except Exception as exc:  # a renderer bug must not crash the browser on one bad page
