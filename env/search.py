@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlencode, urlsplit
 
 import bm25s
@@ -227,34 +227,51 @@ def _top_k(docs: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, floa
 def cached_index(cache_dir: str | Path, key: str, texts: Callable[[], Sequence[str]]) -> Bm25Index:
     """The index saved under cache_dir/key, or one built from texts() and saved atomically.
 
-    The build is saved in a temporary sibling directory and renamed into place, so a crash or
-    an exception mid-build leaves nothing at cache_dir/key that a later call would load.
     `key` names the corpus version (a fingerprint the caller chooses); a change rebuilds.
     """
+    return cached_build(cache_dir, key, Bm25Index.load, lambda d: Bm25Index.build(texts()).save(d))
+
+
+T = TypeVar("T")
+
+
+def check_cache_key(key: str) -> None:
+    """A cache key names one entry of a cache directory: never a path."""
     if not key or key in {".", ".."} or "/" in key or os.sep in key:
         raise ValueError(f"cache key must be a plain file name, got {key!r}")
+
+
+def cached_build(
+    cache_dir: str | Path, key: str, load: Callable[[Path], T], build: Callable[[Path], None]
+) -> T:
+    """load(cache_dir/key), or build(directory) into a temporary sibling renamed into place.
+
+    A crash or an exception mid-build leaves nothing at cache_dir/key that a later call would
+    load; an entry `load` rejects (FileNotFoundError, ValueError, OSError: stale, foreign or
+    corrupted) is moved away and rebuilt. The one cache of the BM25 index and the embeddings.
+    """
+    check_cache_key(key)
     cache_dir = Path(cache_dir)
     final = cache_dir / key
     if final.exists():
         try:
-            return Bm25Index.load(final)
+            return load(final)
         except (FileNotFoundError, ValueError, OSError):
             _discard(final, cache_dir)  # stale or foreign: rebuild below
-    index = Bm25Index.build(texts())
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.building-", dir=cache_dir))
     try:
-        index.save(tmp)
+        build(tmp)
         os.rename(tmp, final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if final.exists():  # another process finished the same build first: use theirs
-            return Bm25Index.load(final)
+            return load(final)
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Bm25Index.load(final)
+    return load(final)
 
 
 def _discard(path: Path, cache_dir: Path) -> None:

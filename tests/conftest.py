@@ -31,10 +31,11 @@ def wiki(index_dir):
 
 @pytest.fixture(scope="session")
 def zim(index_dir):
-    """The real Ray Charles ZIM archive (129 articles) copied into fixtures/."""
+    """The real Ray Charles ZIM archive (129 articles) copied into fixtures/; BM25 search
+    (embedding its long articles would cost the suite a minute; test_dense covers hybrid)."""
     from env.sources.zim import ZimSource
 
-    return ZimSource(ZIM_PATH, cache_dir=index_dir)
+    return ZimSource(ZIM_PATH, cache_dir=index_dir, dense=False)
 
 
 @pytest.fixture

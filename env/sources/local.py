@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from env.dense import HybridRetriever, hybrid_or_bm25
 from env.errors import PageNotFound, SearchError
 from env.limits import RenderLimits
 from env.pages import Page, text_to_page
@@ -44,7 +45,7 @@ class DocumentSource:
         self,
         name: str,
         docs: Sequence[Document],
-        index: Bm25Index,
+        index: Bm25Index | HybridRetriever,
         *,
         limits: RenderLimits = RenderLimits(),
     ):
@@ -59,12 +60,7 @@ class DocumentSource:
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
         if not query.strip():
             raise SearchError("empty search query")
-        return [
-            SearchHit(
-                self.docs[i].url, self.docs[i].title, snippet(self.docs[i].text, query), score
-            )
-            for i, score in self.index.search(query, k)
-        ]
+        return ranked_hits(self.index, self.docs, query, k)
 
     def get(self, url: str) -> Page:
         i = self.by_url.get(url_key(url))
@@ -78,6 +74,21 @@ class DocumentSource:
 
     def __len__(self) -> int:
         return len(self.docs)
+
+
+def ranked_hits(
+    index: Bm25Index | HybridRetriever, docs: Sequence[Document], query: str, k: int
+) -> list[SearchHit]:
+    """Search hits of a local corpus; a hybrid index cuts each snippet from the best passage."""
+    if isinstance(index, HybridRetriever):
+        return [
+            SearchHit(docs[i].url, docs[i].title, snippet(passage, query), score)
+            for i, score, passage in index.search_passages(query, k)
+        ]
+    return [
+        SearchHit(docs[i].url, docs[i].title, snippet(docs[i].text, query), score)
+        for i, score in index.search(query, k)
+    ]
 
 
 def load_jsonl_corpus(path: str | Path) -> list[Document]:
@@ -100,8 +111,11 @@ def load_jsonl_corpus(path: str | Path) -> list[Document]:
     return docs
 
 
-def jsonl_source(path: str | Path, *, cache_dir: str | Path | None = None) -> DocumentSource:
-    """A DocumentSource over a JSONL corpus, its BM25 index built once and persisted."""
+def jsonl_source(
+    path: str | Path, *, cache_dir: str | Path | None = None, dense: bool = True
+) -> DocumentSource:
+    """A DocumentSource over a JSONL corpus, its BM25 index (and passage vectors, for hybrid
+    search) built once and persisted."""
     path = Path(path)
     docs = load_jsonl_corpus(path)
     key = "jsonl-" + fingerprint(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
@@ -110,4 +124,5 @@ def jsonl_source(path: str | Path, *, cache_dir: str | Path | None = None) -> Do
         key,
         lambda: [f"{d.title}. {d.text}" for d in docs],
     )
-    return DocumentSource(f"jsonl:{path}", docs, index)
+    cache = Path(cache_dir) if cache_dir else index_cache_dir()
+    return DocumentSource(f"jsonl:{path}", docs, hybrid_or_bm25(docs, index, cache, dense=dense))

