@@ -378,6 +378,9 @@ class DemosArgs:
     recall: bool = False
     """Where the corpus gives no quotable answer, keep a recall demonstration: an off-target
     quote and the answer from memory, uncited (only its answer step is imitated)."""
+    stats: bool = False
+    """Make none: print the evidence funnel and behaviour metrics (`webagent.funnel`) of the
+    demonstrations already in OUT, as an eval report shows them."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -418,3 +421,31 @@ def record_demonstrations(
     if progress is not None and seen:
         progress(len(seen), len(todo), kept)
     return kept, len(todo)
+
+
+def demo_stats(args: DemosArgs) -> list[str]:
+    """The funnel and behaviour tables of OUT's demonstrations (they are ordinary episode
+    records; the eval's per-episode row reads them), plus the yield."""
+    from webagent import funnel
+    from webagent.datasets import load_questions
+    from webagent.eval import CorpusIndex, episode_row
+
+    questions = {q.id: q for q in load_questions(args.dataset)}
+    source, cache = args.env.open()
+    corpus = CorpusIndex(source)
+    rows = [
+        episode_row(questions[r.meta["question_id"]], r, cache, corpus)
+        for r in read_records(args.out)
+        if r.meta.get("question_id") in questions
+    ]
+    covered = {row["episode"]["meta"]["question_id"] for row in rows}
+    tried = (
+        covered | {r.get("meta", {}).get("question_id") for r in read_jsonl(skipped_path(args.out))}
+        if skipped_path(args.out).exists()
+        else covered
+    )
+    head = (
+        f"{len(rows)} demonstrations of {len(covered)} questions "
+        f"(yield {len(covered) / max(1, len(tried)):.3f} of {len(tried)} attempted)"
+    )
+    return [head, "", *funnel.tables([(Path(args.out).stem, funnel.summarize(rows))])]
