@@ -2,7 +2,7 @@
 
 Page sources (local Wikipedia, ZIM, a JSONL corpus) index their documents with `Bm25Index`,
 cache it on disk with `cached_index`, and turn ranked hits into the results `Page` the browser
-shows with `results_page`. Dense and hybrid retrievers can join later behind `Retriever`.
+shows with `results_page`. The dense and hybrid retrievers (`env/dense.py`) share `Retriever`.
 
 Scoring is Lucene's BM25 (bm25s's default) with rank-bm25's k1=1.5, b=0.75: bm25s precomputes
 each (term, document) score at build time, and a query sums the postings of its terms in one
@@ -94,7 +94,7 @@ _META_FILE = "webagent_index.json"
 
 @runtime_checkable
 class Retriever(Protocol):
-    """Anything that ranks a corpus for a query: BM25 now, dense or hybrid later."""
+    """Anything that ranks a corpus for a query: `Bm25Index`, `env.dense.DenseIndex`, `HybridRetriever`."""
 
     def search(self, query: str, k: int = 10) -> list[tuple[int, float]]:
         """(document index, score) pairs, best first, only positive scores."""

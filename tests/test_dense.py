@@ -253,3 +253,16 @@ def test_golden_hybrid_results_page(wiki):
     env.reset("Which river flows through Baghdad?")
     obs, *_ = env.step("Search Baghdad river")
     check_golden("wiki_search_hybrid.txt", obs)
+
+
+def test_single_query_fast_path_equals_batch_encoding(encoder):
+    queries = [
+        "Which river flows through Baghdad?",
+        "x",
+        "Who painted the Mona Lisa, and when? " * 20,
+    ]
+    assert encoder._fast  # MiniLM: mean pooling + normalise
+    for q in queries:
+        np.testing.assert_allclose(
+            encoder.encode_queries([q])[0], encoder.encode([q])[0], atol=1e-5
+        )
