@@ -3,11 +3,13 @@
     webagent demos ../shared/data/triviaqa/train.jsonl --out runs/demos.jsonl --export runs/demos.pc.jsonl
 
 The expert sees the question's answer aliases and uses them only the way a person uses what
-they know: to judge which result and which sentence are worth it. It searches with words from
-the question (reformulating when the results do not help), opens results (going Back from the
-ones that do not say the answer), scrolls or finds its way to the sentence, quotes it (sometimes
-from a second source too), ends, and answers with the alias copied from its quote, then `[n]`.
-Trajectories vary with the seed. Only episodes whose quotes contain an alias are kept. Every
+they know: to judge which result and which sentence are worth it. Its choices follow from what
+it sees (`grounded_order`), so a policy can imitate them: it searches with words from the
+question, opens the results whose title or snippet names an answer (at any rank), else those
+whose title names the question's entities, goes Back from a page that does not say the answer,
+searches again with other words when no result looks right, scrolls or uses `Find in page:` to
+reach the sentence, quotes it (sometimes from a second source too), ends, and answers with the
+alias copied from its quote, then `[n]`. Trajectories vary with the seed (`--trajectories`). Only episodes whose quotes contain an alias are kept. Every
 command it issues is one the environment lists as admissible, so the policy could have written it.
 
 Recall demonstrations (`--recall`): for a question whose answer the corpus does not give, the
