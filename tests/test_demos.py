@@ -1,6 +1,7 @@
 """Gold-guided expert demonstrations on the real local Wikipedia, and their TRL export."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ from env.limits import BrowseLimits
 from env.queries import query_variants
 from env.record import read_jsonl, read_records
 from webagent.datasets import Question
-from webagent.demos import generate, to_prompt_completion
-from webagent.metrics import contains
+from webagent.demos import Expert, generate, grounded_order, result_snippets, to_prompt_completion
+from webagent.metrics import contains, holds_alias
 from webagent.prompts import PromptFormat
 
 QUESTIONS = [
@@ -123,3 +124,37 @@ def test_demos_cli_resumes_and_exports(tmp_path, index_dir):
     assert len(ids) == len(set(ids)) and "m1" in ids and "m4" not in ids
     assert "2 questions" in again.stdout  # only the two not attempted before
     assert all({"prompt", "completion"} <= set(row) for row in read_jsonl(pc))
+
+
+def test_grounded_expert_opens_the_result_whose_snippet_names_the_answer(wiki):
+    """Result 2's title/snippet names the answer, result 0 (Bhutan) does not: the expert opens 2
+    first, a choice the results page explains (issue 20: not "always result 0")."""
+    q = Question(
+        "b",
+        "In 2008 government in Bhutan was changed from an absolute monarchy to what?",
+        "Constitutional monarchy",
+        ("Constitutional monarchy", "Constitutional monarchies"),
+    )
+    env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=10)))
+    record = Expert(env, q, random.Random(0)).run()
+    assert record is not None
+    actions = [s.action for s in record.steps if s.phase == "browse"]
+    first_click = next(a for a in actions if a.startswith("Clicked on link "))
+    opened = int(first_click.rsplit(" ", 1)[1])
+    env.reset(q.question)
+    env.step(actions[0])
+    shown = result_snippets(env.page)
+    assert opened > 0 and holds_alias(shown[opened], q.aliases)
+    assert not holds_alias(shown[0], q.aliases)
+    assert grounded_order(env.page, q.question, q.aliases)[0] == opened
+    assert any(holds_alias(x.extract, q.aliases) for x in record.quotes)
+
+
+def test_grounded_expert_searches_again_when_no_result_looks_right(wiki):
+    """No title or snippet names the answer or the question's entity: open nothing, reformulate."""
+    q = Question("z", "Which zzyzx quux won the Blorple?", "Blorft", ("Blorft",))
+    env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=10)))
+    assert Expert(env, q, random.Random(0)).run() is None
+    actions = [s.action for s in env.record.steps]
+    assert len(actions) >= 2 and all(a.startswith("Search ") for a in actions)
+    assert len(set(actions)) == len(actions)  # other words each time

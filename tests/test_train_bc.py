@@ -29,6 +29,7 @@ from webagent.train_bc import (
     load_rows,
     lr_at,
     micro_batches,
+    split_episodes,
     tokenize_row,
     weigh_cited,
 )
@@ -365,3 +366,19 @@ def test_cited_answers_are_repeated_in_training_only_as_asked():
     assert weigh_cited(rows, 3) == [browse, gold, gold, gold, recall]
     with pytest.raises(ValueError, match="at least 1"):
         weigh_cited(rows, 0)
+
+
+def test_validation_holds_out_whole_questions():
+    """Several trajectories of one question share its pages: they are held out together."""
+    rows = [
+        {"episode_id": f"e{q}{t}{r}", "question_id": f"q{q}"}
+        for q in range(20)
+        for t in range(3)
+        for r in range(2)
+    ]
+    rows += [{"episode_id": "old1"}, {"episode_id": "old1"}]  # rows without a question id
+    train, val = split_episodes(rows, 0.2, seed=0)
+    assert val and len(train) + len(val) == len(rows)
+    held = {r.get("question_id", r["episode_id"]) for r in val}
+    assert not held & {r.get("question_id", r["episode_id"]) for r in train}
+    assert len(val) % 6 == 0 or "old1" in held

@@ -262,7 +262,11 @@ def evaluate(args: EvalCliArgs) -> int:
 
 
 def demos(args: DemosArgs) -> int:
-    from webagent.demos import export, record_demonstrations
+    from webagent.demos import demo_stats, export, record_demonstrations
+
+    if args.stats:
+        print("\n".join(demo_stats(args)))
+        return 0
 
     def progress(done: int, todo: int, kept: int) -> None:
         if done % 50 == 0:

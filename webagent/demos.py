@@ -3,11 +3,13 @@
     webagent demos ../shared/data/triviaqa/train.jsonl --out runs/demos.jsonl --export runs/demos.pc.jsonl
 
 The expert sees the question's answer aliases and uses them only the way a person uses what
-they know: to judge which result and which sentence are worth it. It searches with words from
-the question (reformulating when the results do not help), opens results (going Back from the
-ones that do not say the answer), scrolls or finds its way to the sentence, quotes it (sometimes
-from a second source too), ends, and answers with the alias copied from its quote, then `[n]`.
-Trajectories vary with the seed. Only episodes whose quotes contain an alias are kept. Every
+they know: to judge which result and which sentence are worth it. Its choices follow from what
+it sees (`grounded_order`), so a policy can imitate them: it searches with words from the
+question, opens the results whose title or snippet names an answer (at any rank), else those
+whose title names the question's entities, goes Back from a page that does not say the answer,
+searches again with other words when no result looks right, scrolls or uses `Find in page:` to
+reach the sentence, quotes it (sometimes from a second source too), ends, and answers with the
+alias copied from its quote, then `[n]`. Trajectories vary with the seed (`--trajectories`). Only episodes whose quotes contain an alias are kept. Every
 command it issues is one the environment lists as admissible, so the policy could have written it.
 
 Recall demonstrations (`--recall`): for a question whose answer the corpus does not give, the
@@ -33,6 +35,7 @@ import tyro
 
 from env.browser import BrowserEnv
 from env.observation import render_answer, strip_markup
+from env.pages import Page
 from env.queries import query_variants
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
 from env.search import tokenize
@@ -86,8 +89,8 @@ class Expert:
         self.over = False
         wanted = 1 if self.rng.random() < 0.75 else 2  # sometimes two sources
         tried: set[str] = set()
-        for query in query_variants(q.question)[: 2 + self.rng.randint(0, 1)]:
-            if self.over or len(env.quotes) >= wanted:
+        for query in query_variants(q.question):
+            if self.over or len(env.quotes) >= wanted or env.actions_left < 5:
                 break
             self.act(f"Search {query}")
             if self.info["action_error"]:
@@ -147,15 +150,17 @@ class Expert:
         return record
 
     def _try_results(self, tried: set[str], wanted: int) -> None:
+        """Open the results that look right from the results page alone (`grounded_order`), going
+        Back from a page that does not say the answer; none looks right: search again."""
         env = self.env
         results = env.page
-        for link_id, link in enumerate(results.links[: self.max_results]):
+        for link_id in grounded_order(results, self.q.question, self.q.aliases)[:2]:
+            link = results.links[link_id]
             if self.over or len(env.quotes) >= wanted or env.actions_left < 4:
                 return
             if link.url in tried:
                 continue
             tried.add(link.url)
-            # a person reads the snippet first: skip results whose snippet is off-topic half the time
             self._reveal(link_id)
             self.act(f"Clicked on link {link_id}")
             if self.info["action_error"]:
@@ -189,6 +194,8 @@ class Expert:
             if good:
                 self.act(self.rng.choice(good[:2]))
                 return
+            if self.rng.random() < 0.5 and self._find_answer_line():
+                continue
             if "Scrolled down 1" in env.admissible().commands:
                 self.act(
                     f"Scrolled down {self.rng.choice([1, 1, 2])}"
@@ -198,6 +205,68 @@ class Expert:
             else:
                 return
 
+    def _find_answer_line(self) -> bool:
+        """`Find in page:` a question word that first occurs (below the view) on the line holding
+        the answer: a jump the policy can make from the question alone. False: no such word."""
+        env = self.env
+        lines = [strip_markup(line) for line in env.page.lines]
+        below = range(env.cursor + 1, len(lines))
+        target = next((i for i in below if holds_alias(lines[i], self.q.aliases)), None)
+        if target is None:
+            return False
+        for word in _content_words(self.q.question):
+            pattern = re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.I)
+            first = next((i for i in below if pattern.search(lines[i])), None)
+            if first == target and f"Find in page: {word}" in env.admissible().commands:
+                self.act(f"Find in page: {word}")
+                return not self.info["action_error"]
+        return False
+
+
+def _content_words(question: str) -> list[str]:
+    """The question's words worth looking for: no stop words, longest first."""
+    words = dict.fromkeys(w for w in re.findall(r"[\w'’\-]+", question) if tokenize(w))
+    return sorted(words, key=len, reverse=True)
+
+
+def result_snippets(results: Page) -> list[str]:
+    """Each listed result's title and snippet as the results page shows them (links[i] is hit i:
+    its marker line, its URL line, then snippet lines up to the next marker)."""
+    starts = [
+        next((j for j, line in enumerate(results.lines) if f"【{i}†" in line), None)
+        for i in range(len(results.links))
+    ]
+    out = []
+    for i, start in enumerate(starts):
+        if start is None:  # cut off by the page's line limit
+            out.append(results.links[i].text)
+            continue
+        end = next((j for j in starts[i + 1 :] if j is not None), len(results.lines))
+        body = " ".join(results.lines[start + 2 : end])
+        out.append(strip_markup(results.links[i].text + " " + body))
+    return out
+
+
+def grounded_order(results: Page, question: str, aliases: Sequence[str]) -> list[int]:
+    """The results worth opening, best first, judged only from what the results page shows:
+    those whose title or snippet names an answer (in rank order), then those whose title names
+    the question's entities (most shared words first). Empty: nothing looks right, search again.
+
+    The expert knows the answer only to recognise it in a snippet, as a reader recognises a
+    plausible answer; it never opens a result for a reason the page does not show (issue 20:
+    a gold-only choice imitates as "open result 0")."""
+    entities = {
+        w.lower() for w in re.findall(r"(?<!^)(?<![.?!] )\b[A-Z][\w'’\-]+", question) if tokenize(w)
+    }
+    asked = entities or set(tokenize(question))
+    texts = result_snippets(results)
+    named = [i for i, t in enumerate(texts) if holds_alias(t, aliases)]
+    shared = {i: len(asked & set(tokenize(link.text))) for i, link in enumerate(results.links)}
+    titled = sorted(
+        (i for i in shared if shared[i] and i not in named), key=lambda i: (-shared[i], i)
+    )
+    return named + titled
+
 
 def generate(
     questions: Sequence[Question],
@@ -206,18 +275,30 @@ def generate(
     seed: int = 0,
     max_results: int = 6,
     recall: bool = False,
+    trajectories: int = 1,
 ) -> Iterator[tuple[Question, EpisodeRecord | None]]:
-    """One expert attempt per question (None when it found no quotable answer and, with
-    `recall`, could not even show a recall answer)."""
+    """Expert attempts per question: up to `trajectories` distinct ones (by their actions; one
+    yield each), or one None when it found no quotable answer and, with `recall`, could not even
+    show a recall answer."""
     rng = random.Random(seed)
     for q in questions:
-        expert = Expert(make_env(), q, random.Random(rng.randrange(2**31)), max_results=max_results)
-        record = expert.run()
-        if record is not None and not any(holds_alias(x.extract, q.aliases) for x in record.quotes):
-            record = None
-        if record is None and recall:
+        kept: dict[tuple[str, ...], EpisodeRecord] = {}
+        expert = None
+        for _ in range(trajectories):
+            expert = Expert(
+                make_env(), q, random.Random(rng.randrange(2**31)), max_results=max_results
+            )
+            record = expert.run()
+            if record is not None and any(holds_alias(x.extract, q.aliases) for x in record.quotes):
+                kept.setdefault(tuple(s.action for s in record.steps), record)
+        if not kept and recall and expert is not None:
             record = expert.recall()
-        yield q, record
+            if record is not None:
+                kept[()] = record
+        if not kept:
+            yield q, None
+        for record in kept.values():
+            yield q, record
 
 
 def to_prompt_completion(record: EpisodeRecord, fmt: PromptFormat, tokenizer=None) -> list[dict]:
@@ -245,6 +326,7 @@ def to_prompt_completion(record: EpisodeRecord, fmt: PromptFormat, tokenizer=Non
                 "completion": completion,
                 "phase": step.phase,
                 "episode_id": record.id,
+                "question_id": record.meta.get("question_id"),
             }
         )
     return rows
@@ -294,14 +376,19 @@ class DemosArgs:
     """Varies the expert's trajectories."""
     max_results: int = 6
     """Results per search the expert opens before reformulating."""
+    trajectories: int = 1
+    """Expert attempts per question (seeded differently); the distinct ones are all kept."""
     recall: bool = False
     """Where the corpus gives no quotable answer, keep a recall demonstration: an off-target
     quote and the answer from memory, uncited (only its answer step is imitated)."""
+    stats: bool = False
+    """Make none: print the evidence funnel and behaviour metrics (`webagent.funnel`) of the
+    demonstrations already in OUT, as an eval report shows them."""
     debug: bool = False
     """Show tracebacks."""
 
     def check(self) -> None:
-        at_least(1, limit=self.limit, max_results=self.max_results)
+        at_least(1, limit=self.limit, max_results=self.max_results, trajectories=self.trajectories)
 
 
 def record_demonstrations(
@@ -322,13 +409,46 @@ def record_demonstrations(
         seed=args.seed,
         max_results=args.max_results,
         recall=args.recall,
+        trajectories=args.trajectories,
     )
-    for i, (q, record) in enumerate(attempts, start=1):
+    seen: set[str] = set()
+    for q, record in attempts:
+        if progress is not None and seen and q.id not in seen:  # the previous question is done
+            progress(len(seen), len(todo), kept)
+        seen.add(q.id)
         if record is not None:
             append_jsonl(args.out, [record])
             kept += 1
         else:  # remember the attempt so a resumed run does not repeat it
             append_jsonl(skipped_path(args.out), [{"meta": {"question_id": q.id}}])
-        if progress is not None:
-            progress(i, len(todo), kept)
+    if progress is not None and seen:
+        progress(len(seen), len(todo), kept)
     return kept, len(todo)
+
+
+def demo_stats(args: DemosArgs) -> list[str]:
+    """The funnel and behaviour tables of OUT's demonstrations (they are ordinary episode
+    records; the eval's per-episode row reads them), plus the yield."""
+    from webagent import funnel
+    from webagent.datasets import load_questions
+    from webagent.eval import CorpusIndex, episode_row
+
+    questions = {q.id: q for q in load_questions(args.dataset)}
+    source, cache = args.env.open()
+    corpus = CorpusIndex(source)
+    rows = [
+        episode_row(questions[r.meta["question_id"]], r, cache, corpus)
+        for r in read_records(args.out)
+        if r.meta.get("question_id") in questions
+    ]
+    covered = {row["episode"]["meta"]["question_id"] for row in rows}
+    tried = (
+        covered | {r.get("meta", {}).get("question_id") for r in read_jsonl(skipped_path(args.out))}
+        if skipped_path(args.out).exists()
+        else covered
+    )
+    head = (
+        f"{len(rows)} demonstrations of {len(covered)} questions "
+        f"(yield {len(covered) / max(1, len(tried)):.3f} of {len(tried)} attempted)"
+    )
+    return [head, "", *funnel.tables([(Path(args.out).stem, funnel.summarize(rows))])]

@@ -174,14 +174,17 @@ def tokenize_row(tokenizer, fmt, row: dict, max_length: int) -> tuple[list[int],
 
 
 def split_episodes(rows: list[dict], val_fraction: float, seed: int) -> tuple[list, list]:
-    """Hold out whole episodes (rows of one episode share their early observations)."""
-    ids = sorted({r["episode_id"] for r in rows})
+    """Hold out whole episodes (rows of one episode share their early observations), and all
+    episodes of one question together (several trajectories of a question share its pages)."""
+
+    def group(r: dict) -> str:
+        return r.get("question_id") or r["episode_id"]
+
+    ids = sorted({group(r) for r in rows})
     random.Random(seed).shuffle(ids)
     n_val = 0 if val_fraction <= 0 or len(ids) < 2 else max(1, round(len(ids) * val_fraction))
     val_ids = set(ids[:n_val])
-    return [r for r in rows if r["episode_id"] not in val_ids], [
-        r for r in rows if r["episode_id"] in val_ids
-    ]
+    return [r for r in rows if group(r) not in val_ids], [r for r in rows if group(r) in val_ids]
 
 
 def weigh_cited(rows: list[dict], weight: int) -> list[dict]:
