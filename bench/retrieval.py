@@ -42,6 +42,7 @@ from env.dense import (  # noqa: E402
     Passages,
     dense_index,
 )
+from env.dense import fuse as fuse_rankings  # noqa: E402
 from env.search import Bm25Index, Document  # noqa: E402
 from env.sources.local import index_cache_dir  # noqa: E402
 from env.sources.wiki import load_summaries  # noqa: E402
@@ -110,13 +111,8 @@ class Judge:
 def fuse(
     bm25: Sequence[tuple[int, float]], dense_pages: Sequence[tuple[int, float]], cfg: HybridConfig
 ) -> list[int]:
-    """HybridRetriever's fusion on precomputed rankings (the same arithmetic, to tune fast)."""
-    fused: dict[int, float] = {}
-    for rank, (d, _) in enumerate(bm25[: cfg.depth]):
-        fused[d] = cfg.bm25_weight / (cfg.rrf_k + rank + 1)
-    for rank, (d, _) in enumerate(dense_pages[: cfg.depth]):
-        fused[d] = fused.get(d, 0.0) + cfg.dense_weight / (cfg.rrf_k + rank + 1)
-    return [d for d, _ in sorted(fused.items(), key=lambda x: (-x[1], x[0]))[: max(KS)]]
+    """HybridRetriever's fusion (`env.dense.fuse`) on precomputed rankings, to tune fast."""
+    return [d for d, _ in fuse_rankings(bm25, dense_pages, cfg)[: max(KS)]]
 
 
 # ----------------------------------------------------------------------------- timing

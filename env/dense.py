@@ -424,6 +424,19 @@ class HybridConfig:
     """Weight of the dense ranking."""
 
 
+def fuse(
+    bm25: Sequence[tuple[int, float]], dense: Sequence[tuple[int, float]], cfg: HybridConfig
+) -> list[tuple[int, float]]:
+    """Weighted reciprocal rank fusion of two (page, score) rankings, best first (ties by page):
+    the one arithmetic the retriever and bench/retrieval.py's tuning both use."""
+    fused: dict[int, float] = {}
+    for rank, (doc, _) in enumerate(bm25[: cfg.depth]):
+        fused[doc] = cfg.bm25_weight / (cfg.rrf_k + rank + 1)
+    for rank, (doc, _) in enumerate(dense[: cfg.depth]):
+        fused[doc] = fused.get(doc, 0.0) + cfg.dense_weight / (cfg.rrf_k + rank + 1)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
 class HybridRetriever:
     """BM25 over pages + dense over passages, fused by rank; snippets from the best passage."""
 
@@ -449,12 +462,7 @@ class HybridRetriever:
         cfg = self.config
         qvec = self.dense.query_vector(query) if qvec is None else qvec
         pages, passage_scores = self.dense.page_scores(qvec)
-        fused: dict[int, float] = {}
-        for rank, (doc, _) in enumerate(self.bm25.search(query, cfg.depth)):
-            fused[doc] = cfg.bm25_weight / (cfg.rrf_k + rank + 1)
-        for rank, (doc, _) in enumerate(_top(pages, cfg.depth)):
-            fused[doc] = fused.get(doc, 0.0) + cfg.dense_weight / (cfg.rrf_k + rank + 1)
-        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+        best = fuse(self.bm25.search(query, cfg.depth), _top(pages, cfg.depth), cfg)[:k]
         windows = self.dense.passages.windows
         return [(d, s, windows[self.dense.best_passage(d, passage_scores)]) for d, s in best]
 
