@@ -210,10 +210,12 @@ class HFPolicy:
         caches, hidden = [], []
         for ids in rows:
             hit = self._prefix_for(ids)
-            start, past = (len(hit[0]), copy.deepcopy(hit[1])) if hit else (0, None)
+            start, past = (len(hit[0]), None) if hit else (0, None)
             recent = self._recent_start(ids, start) if self.reuse_prompts and hit else None
             if recent is not None:
                 start, past = recent
+            elif hit:  # copied only when used: decoding extends the cache it is given
+                past = copy.deepcopy(hit[1])
             h, cache = self._forward(
                 torch.tensor([ids[start:]]), torch.arange(start, len(ids))[None], past
             )
