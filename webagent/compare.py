@@ -237,6 +237,14 @@ class CompareArgs:
 
     def check(self) -> None:
         at_least(1, limit=self.limit, batch=self.batch)
+        if self.judge not in ("gold", "none"):
+            raise ValueError(f"--judge must be gold or none, got {self.judge!r}")
+        if self.samples < 2:
+            raise ValueError("--samples must be at least 2 to make pairs")
+        if self.demos_when not in DEMOS_WHEN:
+            raise ValueError(
+                f"--demos-when must be one of {', '.join(DEMOS_WHEN)}, got {self.demos_when!r}"
+            )
 
 
 @dataclass
@@ -261,14 +269,7 @@ def sample_comparisons(args: CompareArgs) -> CompareResult:
     from webagent.datasets import load_questions
     from webagent.rollout import Task, grouped, reanswer, recorded_browses, run_episodes
 
-    if args.judge not in ("gold", "none"):
-        raise ValueError(f"--judge must be gold or none, got {args.judge!r}")
-    if args.samples < 2:
-        raise ValueError("--samples must be at least 2 to make pairs")
-    if args.demos_when not in DEMOS_WHEN:
-        raise ValueError(
-            f"--demos-when must be one of {', '.join(DEMOS_WHEN)}, got {args.demos_when!r}"
-        )
+    args.check()  # also run by the CLI before anything loads; here for library callers
     questions = load_questions(args.dataset, require_answers=args.judge == "gold")[: args.limit]
     demos = demonstrations(args.demos)
     if args.repair:

@@ -431,11 +431,11 @@ def demo_stats(args: DemosArgs) -> list[str]:
     records; the eval's per-episode row reads them), plus the yield."""
     from webagent import funnel
     from webagent.datasets import load_questions
-    from webagent.eval import CorpusIndex, episode_row
+    from webagent.eval import corpus_of, episode_row
 
     questions = {q.id: q for q in load_questions(args.dataset)}
     source, cache = args.env.open()
-    corpus = CorpusIndex(source)
+    corpus = corpus_of(source)
     rows = [
         episode_row(questions[r.meta["question_id"]], r, cache, corpus)
         for r in read_records(args.out)

@@ -14,6 +14,7 @@ questions are read back and skipped, so nothing is duplicated or lost.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -152,14 +153,23 @@ class CorpusIndex:
         return float(any(f" {a} " in self.text for a in map(normalize_answer, aliases) if a))
 
     def holder(self, aliases: Sequence[str]) -> funnel.Holds:
-        """Whether the document at a URL holds an alias (False for a URL not in the corpus)."""
+        """Whether the document at a URL holds an alias (False for a URL not in the corpus);
+        each URL is judged once (searches list the same pages again and again)."""
         wanted = [f" {a} " for a in map(normalize_answer, aliases) if a]
 
+        @functools.cache
         def holds(url: str) -> bool:
             text = self.by_url.get(url_key(url), "")
             return any(a in text for a in wanted)
 
         return holds
+
+
+def corpus_of(source: PageSource) -> CorpusIndex | None:
+    """The corpus index of a local source, None where there is none to search (the live web):
+    then the funnel's corpus stages are "—", not 0."""
+    corpus = CorpusIndex(source)
+    return corpus if corpus.text is not None else None
 
 
 # ----------------------------------------------------------------------------- runs
@@ -370,8 +380,7 @@ def run(args: EvalArgs) -> Path:
     finished = list(read_jsonl(results_path)) if results_path.exists() else []
     done = {row["question_id"] for row in finished}
     todo = [q for q in questions if q.id not in done]
-    corpus = CorpusIndex(args.env.open()[0]) if args.env.source != "web" else None
-    corpus = corpus if corpus is not None and corpus.text is not None else None
+    corpus = corpus_of(args.env.open()[0]) if args.env.source != "web" else None
 
     from tqdm import tqdm
 
