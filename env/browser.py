@@ -9,7 +9,8 @@ raises: it costs one action, changes nothing else, goes to `info["action_error"]
 next observation. `End: Answer` (or the action budget, or the quote budget) starts the answer
 phase, whose single step is the answer text; then the episode terminates and `info["record"]`
 holds the finished `EpisodeRecord`, whose answer keeps only the `[n]` its quotes support
-(`env.citations`; the answer as written stays in `raw_answer`). `End: Nonsense` / `End: Controversial` terminate at once.
+(`EpisodeRecord.finish_answer`; the answer as written stays in `raw_answer`).
+`End: Nonsense` / `End: Controversial` terminate at once.
 With `answer_on_budget=False`, running out of actions truncates the episode instead.
 """
 
@@ -24,7 +25,6 @@ from typing import Any
 
 import gymnasium as gym
 
-from env import citations
 from env import commands as cmds
 from env.admissible import Admissible, admissible_actions
 from env.cache import PageCache
@@ -474,11 +474,7 @@ class BrowserEnv(gym.Env):
     def _answer(self, observation: str, answer: str) -> tuple[str, float, bool, bool, dict]:
         answer = answer if isinstance(answer, str) else str(answer)
         self.record.steps.append(Step(observation=observation, action=answer, phase="answer"))
-        # the one place an answer is finalized: it keeps only the [n] its quotes support
-        finished = citations.check(answer, self.quotes, self.question)
-        self.record.raw_answer = answer.strip()
-        self.record.answer = finished.answer
-        self.record.supported_by_quotes = finished.supported_by_quotes
+        self.record.finish_answer(answer, self.quotes)
         self.phase = "done"
         info = self._info()
         info["record"] = self._finish()

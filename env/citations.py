@@ -1,7 +1,7 @@
 """Truthful citations: an answer keeps `[n]` only where quote n supports it.
 
-The check runs when the answer is given (`BrowserEnv`'s answer step; `webagent.rollout.reanswer`
-for answer-only episodes), so ask, the REPL, eval, best-of-n and PPO all see the same answer, and
+The check runs when the answer is given (`EpisodeRecord.finish_answer`, called by `BrowserEnv`'s
+answer step and by `webagent.rollout.reanswer` for answer-only episodes), so ask, the REPL, eval, best-of-n and PPO all see the same answer, and
 replay reproduces it from what the record already holds: the answer step's action (the answer
 as written, also `EpisodeRecord.raw_answer`), the quotes and the question. It knows no gold
 answer: it is part of the agent's run, not of scoring (`webagent.metrics.supported` is the gold

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from env import citations
 from env.config import config_from_dict
 from env.fields import RecordError, shown, typed_fields
 from env.observation import SavedQuote
@@ -21,6 +22,10 @@ from env.observation import SavedQuote
 __all__ = ["RecordError", "typed_fields"]  # and everything defined below
 
 RECORD_VERSION = 1
+
+WROTE_NO_ANSWER = "the policy wrote no answer"
+"""`meta["no_answer"]` of an episode whose answer step left no answer (nothing written, or only
+citations its quotes do not support)."""
 
 
 @dataclass
@@ -76,6 +81,20 @@ class EpisodeRecord:
     meta: dict = field(default_factory=dict)
     """Free-form: question_id, gold answers, settings. Consumers must not require keys here."""
     version: int = RECORD_VERSION
+
+    def finish_answer(self, written: str, quotes: Sequence[SavedQuote]) -> None:
+        """Set the answer fields from the answer as written: the one place an answer is
+        finalized (the browser's answer step and `webagent.rollout.reanswer` both call it). The
+        answer keeps only the `[n]` its quotes support (`env.citations.check`); one that comes out
+        empty is no answer: `answer` and `supported_by_quotes` are None and `meta["no_answer"]`
+        says why, as for any episode without an answer. `raw_answer` keeps what was written."""
+        finished = citations.check(written, quotes, self.question)
+        self.raw_answer = written.strip()
+        self.answer = finished.answer or None
+        self.supported_by_quotes = finished.supported_by_quotes if self.answer else None
+        self.meta.pop("no_answer", None)
+        if self.answer is None:
+            self.meta["no_answer"] = WROTE_NO_ANSWER
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ import pytest
 
 from env.browser import Admissible, BrowserEnv, EnvConfig
 from env.limits import BrowseLimits
+from env.record import WROTE_NO_ANSWER, EpisodeRecord
 from webagent.endpoint import (
     EndpointConfig,
     EndpointError,
@@ -32,7 +33,7 @@ from webagent.endpoint import (
     parse_spec,
 )
 from webagent.policy import Sampling
-from webagent.rollout import RunConfig, Task, run_episodes
+from webagent.rollout import RunConfig, Task, reanswer, run_episodes
 
 FAST = EndpointConfig(backoff_seconds=0.01, max_backoff_seconds=0.05, max_retries=3)
 
@@ -204,6 +205,40 @@ def test_vllm_server_gets_the_admissible_regex(scripted):
     policy.generate(["[]"], constrained=[adm])
     body = handler.seen[-1][2]
     assert body["structured_outputs"] == {"regex": admissible_regex(adm)}
+
+
+def test_reanswer_finishes_answers_as_the_browser_does(scripted, wiki):
+    """One helper (`EpisodeRecord.finish_answer`) finalizes every answer: the same answer over
+    the same quotes gets the same fields whether the browser's answer step or an answer-only
+    episode (`reanswer`, here through a served policy) wrote it; an empty one is no answer."""
+    url, handler = scripted
+    env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=10)))
+
+    def browsed(answer: str) -> EpisodeRecord:
+        env.reset("Which river flows through Baghdad?", seed=0)
+        env.step("Search Baghdad")
+        env.step("Clicked on link 0")
+        quote = next(c for c in env.admissible().commands if "Tigris" in c and "Quote" in c)
+        for action in [quote, "End: Answer"]:
+            env.step(action)
+        return env.step(answer)[4]["record"]
+
+    def fields(record: EpisodeRecord) -> tuple:
+        answer = (record.raw_answer, record.answer, record.supported_by_quotes)
+        return (*answer, record.meta.get("no_answer"))
+
+    policy = EndpointPolicy(f"openai:{url}#m", config=FAST)
+    browse = browsed("Tigris [1]")
+    expected = {
+        "Tigris [1]": ("Tigris [1]", "Tigris [1]", True, None),
+        " Euphrates [1][2] ": ("Euphrates [1][2]", "Euphrates", False, None),
+        "[1]": ("[1]", None, None, WROTE_NO_ANSWER),  # nothing left after the check
+        "": ("", None, None, WROTE_NO_ANSWER),
+    }
+    for seed, (answer, want) in enumerate(expected.items()):
+        handler.script = [(200, _chat_answer(answer))] * 2  # an empty answer is asked again
+        (again,) = reanswer(policy, [browse], [seed], RunConfig(batch_size=1))
+        assert fields(browsed(answer)) == fields(again) == want, answer
 
 
 def test_server_down_is_a_clear_error_at_once():

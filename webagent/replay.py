@@ -92,7 +92,7 @@ def result_mismatches(record: EpisodeRecord, rerun: EpisodeRecord | None) -> lis
             if a != b:
                 out.append(f"quote [{theirs.n}] {name}: the record says {a!r}, the re-run {b!r}")
     answer = None if rerun.answer in (None, NO_QUOTES_ANSWER) else rerun.answer
-    if record.answer != answer:
+    if (record.answer or None) != answer:  # older records kept an empty answer as ""
         out.append(f"answer: the record says {record.answer!r}, the re-run {answer!r}")
     if record.end != rerun.end:
         out.append(f"end: the record says {record.end!r}, the re-run {rerun.end!r}")

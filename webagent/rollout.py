@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from env import citations
 from env.admissible import Admissible
 from env.browser import BrowserEnv
 from env.observation import render_answer
 from env.questions import QuestionError, check_question
-from env.record import EpisodeRecord, RecordError, numbered_lines
+from env.record import WROTE_NO_ANSWER, EpisodeRecord, RecordError, numbered_lines
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
 
@@ -62,9 +61,6 @@ class _Slot:
     seed: int
     steps: int = 0
 
-
-WROTE_NO_ANSWER = "the policy wrote no answer"
-"""`meta["no_answer"]` of an episode that had quotes but whose answer came out empty."""
 
 StepCallback = Callable[[int, EpisodeRecord, str], None]
 """Called after every step with (episode index, record so far, phase of that step)."""
@@ -250,7 +246,6 @@ def reanswer(
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
             action = completion_to_action(gen.text)
-            finished = citations.check(action, record.quotes, record.question)  # as the env does
             clone.steps = [
                 replace(
                     last,
@@ -266,8 +261,7 @@ def reanswer(
                     error=None,
                 )
             ]
-            clone.raw_answer, clone.answer = action, finished.answer or None
-            clone.supported_by_quotes = finished.supported_by_quotes if clone.answer else None
+            clone.finish_answer(action, record.quotes)  # as the browser's answer step does
             clone.model = policy.name
             clone.meta = {
                 **clone.meta,
@@ -275,9 +269,6 @@ def reanswer(
                 "answer_only": True,
                 "browse": record.id,
             }
-            clone.meta.pop("no_answer", None)
-            if clone.answer is None:
-                clone.meta["no_answer"] = WROTE_NO_ANSWER
             out.append(clone)
     return out
 
