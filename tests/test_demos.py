@@ -158,3 +158,22 @@ def test_grounded_expert_searches_again_when_no_result_looks_right(wiki):
     actions = [s.action for s in env.record.steps]
     assert len(actions) >= 2 and all(a.startswith("Search ") for a in actions)
     assert len(set(actions)) == len(actions)  # other words each time
+
+
+def test_max_results_caps_the_results_opened_per_search(wiki):
+    """`demos --max-results`: the expert opens at most that many of a search's results before
+    searching again (seed 0 wants two sources for the Mona Lisa: two results, or two searches)."""
+
+    def opened_per_search(max_results: int) -> list[int]:
+        env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=30)))
+        Expert(env, QUESTIONS[0], random.Random(0), max_results=max_results).run()
+        counts: list[int] = []
+        for step in env.record.steps:
+            if step.action.startswith("Search "):
+                counts.append(0)
+            elif step.action.startswith("Clicked on link "):
+                counts[-1] += 1
+        return counts
+
+    assert opened_per_search(2) == [2]
+    assert opened_per_search(1) == [1, 1]

@@ -70,7 +70,7 @@ class Expert:
     """Drives one `BrowserEnv` episode for a question whose answer it knows."""
 
     def __init__(
-        self, env: BrowserEnv, question: Question, rng: random.Random, *, max_results: int = 6
+        self, env: BrowserEnv, question: Question, rng: random.Random, *, max_results: int = 2
     ):
         self.env, self.q, self.rng, self.max_results = env, question, rng, max_results
 
@@ -150,11 +150,12 @@ class Expert:
         return record
 
     def _try_results(self, tried: set[str], wanted: int) -> None:
-        """Open the results that look right from the results page alone (`grounded_order`), going
-        Back from a page that does not say the answer; none looks right: search again."""
+        """Open the first `max_results` results that look right from the results page alone
+        (`grounded_order`), going Back from a page that does not say the answer; none looks
+        right: search again."""
         env = self.env
         results = env.page
-        for link_id in grounded_order(results, self.q.question, self.q.aliases)[:2]:
+        for link_id in grounded_order(results, self.q.question, self.q.aliases)[: self.max_results]:
             link = results.links[link_id]
             if self.over or len(env.quotes) >= wanted or env.actions_left < 4:
                 return
@@ -273,7 +274,7 @@ def generate(
     make_env: Callable[[], BrowserEnv],
     *,
     seed: int = 0,
-    max_results: int = 6,
+    max_results: int = 2,
     recall: bool = False,
     trajectories: int = 1,
 ) -> Iterator[tuple[Question, EpisodeRecord | None]]:
@@ -374,8 +375,9 @@ class DemosArgs:
     """Only the first N questions."""
     seed: int = 0
     """Varies the expert's trajectories."""
-    max_results: int = 6
-    """Results per search the expert opens before reformulating."""
+    max_results: int = 2
+    """Results per search the expert opens, at most, before reformulating: the first of those
+    that look right from the results page (`grounded_order`)."""
     trajectories: int = 1
     """Expert attempts per question (seeded differently); the distinct ones are all kept."""
     recall: bool = False
