@@ -32,6 +32,7 @@ from env.config import EnvConfig, config_from_dict, config_to_dict  # noqa: F401
 from env.errors import BlockedURL, CacheError, PageError
 from env.observation import (
     SavedQuote,
+    escape,
     normalize,
     render_answer,
     render_browse,
@@ -184,7 +185,9 @@ class BrowserEnv(gym.Env):
     def _reset_state(self, question: str, seed: int | None, meta: dict | None = None) -> None:
         self.question = question
         self.quotes: list[SavedQuote] = []
-        self.past_actions: list[str] = []
+        # the question and past actions are in every observation: each is escaped once, here
+        self._shown_question = escape(question)
+        self.past_actions: list[str] = []  # escaped as each is added
         self.history: list[tuple[Page, int]] = []
         self.page: Page | None = None
         self.page_id: str | None = None
@@ -215,7 +218,7 @@ class BrowserEnv(gym.Env):
         if page is not None:
             title = page.title if page.kind == "search" else title_line(page.title, page.url)
         return render_browse(
-            question=self.question,
+            question=self._shown_question,
             quotes=self.quotes,
             past_actions=self.past_actions,
             title=title,
@@ -225,6 +228,7 @@ class BrowserEnv(gym.Env):
             actions_left=self.actions_left,
             error=self.error,
             max_past_actions=self.config.limits.max_past_actions_shown,
+            history_escaped=True,
         )
 
     def admissible(self) -> Admissible:
@@ -303,14 +307,14 @@ class BrowserEnv(gym.Env):
         except cmds.CommandError as exc:
             self.error = f"invalid action: {exc}"
             shown = step.action.strip().replace("\n", " ")
-            self.past_actions.append(f"{truncate(shown, 80)} (invalid)")
+            self.past_actions.append(escape(f"{truncate(shown, 80)} (invalid)"))
         else:
             step.command = cmds.to_dict(command)
             try:
                 step.request = self._apply(command)
             except PageError as exc:
                 self.error = str(exc)
-            self.past_actions.append(str(command) + (" (failed)" if self.error else ""))
+            self.past_actions.append(escape(str(command) + (" (failed)" if self.error else "")))
         step.error = self.error
         step.page_id = self.page_id
         self.record.steps.append(step)

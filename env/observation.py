@@ -140,12 +140,17 @@ def render_browse(
     actions_left: int,
     error: str | None = None,
     max_past_actions: int = 20,
+    history_escaped: bool = False,
 ) -> str:
     """The observation at a browse step. `title` None means no page is open yet.
 
     `lines` are a rendered page's (escaped, with its link markers); every other argument is
-    escaped here."""
-    out = [f"{SECTION}Question", escape(question), f"{SECTION}Quotes"]
+    escaped here, but the question and past actions when `history_escaped`: they are in
+    every observation of an episode, so the browser escapes each once, as it arrives."""
+    recent = past_actions[-max_past_actions:]
+    if not history_escaped:
+        question, recent = escape(question), [escape(a) for a in recent]
+    out = [f"{SECTION}Question", question, f"{SECTION}Quotes"]
     out += _quote_block(quotes, "From ")
     out.append(f"{SECTION}Past actions")
     if not past_actions:
@@ -154,7 +159,7 @@ def render_browse(
         hidden = len(past_actions) - max_past_actions
         if hidden > 0:
             out.append(f"({hidden} earlier actions)")
-        out.extend(escape(a) for a in past_actions[-max_past_actions:])
+        out.extend(recent)
     if title is not None:
         out += [f"{SECTION}Title", escape_inline(title)]
         if lines:

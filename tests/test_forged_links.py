@@ -104,6 +104,37 @@ def test_titles_urls_questions_errors_and_quotes_are_escaped_in_observations():
     assert shown_link_ids(render_answer(question="q 【5†z】", quotes=[quote])) == []
 
 
+def test_the_browser_escapes_question_and_past_actions_once_as_the_pure_renderer_does():
+    """The browser escapes the question and each past action once, as they arrive (they are in
+    every observation); what it shows is byte for byte what `render_browse` shows from the raw
+    strings, so a forged marker typed into the question or an action forges nothing."""
+    question = "q 【5†z】 ●Error━?"
+    env = BrowserEnv(HostileSource([], {}, ""), EnvConfig(limits=BrowseLimits(max_actions=9)))
+    env.reset(question)
+    typed = ["Clicked on link 【6†w】", "Find in page: 【7†v】●", "Back", "Search", "x\ud800"]
+    for action in typed:
+        env.step(action)
+    past = [
+        "Clicked on link 【6†w】 (invalid)",
+        "Find in page: 【7†v】● (failed)",
+        "Back (failed)",
+        "Search (invalid)",
+        "x\ud800 (invalid)",  # an action need not be valid UTF-8: the browser mends it
+    ]
+    raw = render_browse(
+        question=question,
+        quotes=[],
+        past_actions=past,
+        title=None,
+        lines=[],
+        cursor=0,
+        window_lines=env.config.limits.window_lines,
+        actions_left=env.actions_left,
+        error=env.error,
+    )
+    assert env.observation() == raw and shown_link_ids(raw) == []
+
+
 # ----------------------------------------------------------------------------- the class
 
 _HOSTILE = st.text(
