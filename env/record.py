@@ -103,12 +103,7 @@ class EpisodeRecord:
     def from_dict(cls, data: dict) -> EpisodeRecord:
         """A record from its JSON form, every field checked against its type (and the stored
         environment settings against `EnvConfig`): RecordError names the field."""
-        if not isinstance(data, dict):
-            raise RecordError(f"a record is a JSON object, got {type(data).__name__}")
-        missing = {"id", "question", "source"} - data.keys()
-        if missing:
-            raise RecordError(f"record is missing {sorted(missing)}")
-        body = typed_fields(cls, data)
+        body = typed_fields(cls, data, required=("id", "question", "source"))
         body["steps"] = [
             Step(**typed_fields(Step, s, f"steps[{i}]", required=("observation", "action")))
             for i, s in enumerate(body.get("steps", []))

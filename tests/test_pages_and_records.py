@@ -138,7 +138,9 @@ def test_corrupt_record_lines_name_their_line(tmp_path):
     with pytest.raises(RecordError, match=r"bad.jsonl:2"):
         list(read_jsonl(path))
     path.write_text('{"question": "no id"}\n')
-    with pytest.raises(RecordError, match=r"bad.jsonl:1.*missing"):
+    with pytest.raises(RecordError, match=r"bad.jsonl:1: id: missing"):
         list(read_records(path))
+    with pytest.raises(RecordError, match=r"EpisodeRecord: expected an object, got list \[1\]"):
+        EpisodeRecord.from_dict([1])  # e.g. an eval row's "episode"
     with pytest.raises(RecordError, match="no such file"):
         list(read_records(tmp_path / "missing.jsonl"))
