@@ -13,8 +13,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from env.paths import file_sha256  # noqa: F401 (re-exported: the data half of a run's fingerprint)
-
 
 def _sibling(target: Path, suffix: str) -> Path:
     return target.with_name(target.name + suffix)

@@ -98,14 +98,9 @@ class RewardModel(torch.nn.Module):
         return model.eval(), prepare_tokenizer(tokenizer), meta
 
 
-def pad_token_id(tokenizer) -> int:
-    """The id that pads a training batch (`reward.lm.ensure_pad_token`)."""
-    return ensure_pad_token(tokenizer)
-
-
 def prepare_tokenizer(tokenizer):
     """A reward-model tokenizer: a pad token, and right padding (`last_positions` reads either)."""
-    pad_token_id(tokenizer)
+    ensure_pad_token(tokenizer)
     tokenizer.padding_side = "right"
     return tokenizer
 

@@ -27,7 +27,8 @@ from typing import Annotated
 import torch
 import tyro
 
-from reward.checkpoint import file_sha256, load_resume, write_dir
+from env.paths import file_sha256
+from reward.checkpoint import load_resume, write_dir
 from reward.comparisons import Comparison, read_comparisons
 from reward.label import labels_path, merged
 from reward.model import RewardModel, encode, prepare_tokenizer

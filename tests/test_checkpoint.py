@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
+from env.paths import file_sha256
 from reward.checkpoint import (
     check_fingerprint,
     complete_dir,
-    file_sha256,
     load_resume,
     restore_trainable,
     resume_state,

@@ -39,16 +39,16 @@ from typing import Annotated, Any
 import torch
 import tyro
 
+from env.paths import file_sha256
 from env.record import EpisodeRecord, read_jsonl
 from reward.checkpoint import (
     check_fingerprint,
-    file_sha256,
     restore_trainable,
     resume_state,
     trainable_state,
     write_dir,
 )
-from reward.model import pad_token_id
+from reward.lm import ensure_pad_token
 from webagent.answers import cited
 from webagent.checkpoints import save_policy
 from webagent.models import (
@@ -368,7 +368,7 @@ def main(args: Args) -> Path:
         loaded, base_model, init_meta = load(args.model), args.model, None
     tokenizer, model = loaded.tokenizer, loaded.model
     fmt = format_for(tokenizer, prefer_chat=args.chat, examples=0)
-    pad_id = pad_token_id(tokenizer)
+    pad_id = ensure_pad_token(tokenizer)
 
     rows = [
         r for r in load_rows(args.demos, fmt, tokenizer) if r.get("phase", "browse") in args.phases

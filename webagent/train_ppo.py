@@ -534,7 +534,8 @@ def setup(args: Args) -> Trainer:
     OUT/last's state when the run is resumed. Bad input fails before any model loads."""
     from accelerate import Accelerator
 
-    from reward.model import RewardScorer, pad_token_id
+    from reward.lm import ensure_pad_token
+    from reward.model import RewardScorer
     from webagent.config import policy_of
     from webagent.datasets import load_questions
     from webagent.policy import Sampling
@@ -574,7 +575,7 @@ def setup(args: Args) -> Trainer:
         scorer=scorer,
         acting=None,
         run_config=None,
-        pad_id=pad_token_id(loaded.tokenizer),
+        pad_id=ensure_pad_token(loaded.tokenizer),
         parent_meta=checkpoint_meta(loaded.source_path),
         fingerprint=fingerprint,
         reward_stats=RunningMeanStd(),
