@@ -12,6 +12,7 @@ from env.browser import BrowserEnv, EnvConfig
 from env.cache import PageCache
 from env.limits import BrowseLimits
 from env.sources import PageSource, check_spec, open_source
+from webagent.prompts import FEW_SHOT_EXAMPLES
 
 MAX_ACTIONS = 10
 """Actions per episode before the answer phase is forced: the budget of every entry point
@@ -156,9 +157,9 @@ def check_host(host: str) -> str:
 def load_policy(args: PolicyArgs):
     """The HFPolicy a PolicyArgs names (imports torch lazily: the CLI starts fast), or an
     EndpointPolicy for an `openai:URL[#MODEL]` spec (a served model, `webagent/endpoint.py`)."""
-    if args.model.startswith("openai:"):
-        from webagent.endpoint import load_endpoint_policy
+    from webagent.endpoint import is_endpoint_spec, load_endpoint_policy
 
+    if is_endpoint_spec(args.model):
         return load_endpoint_policy(
             args.model,
             prefer_chat=args.chat,
@@ -181,10 +182,6 @@ def load_policy(args: PolicyArgs):
         free_answers=args.free_answers,
         name=name,
     )
-
-
-FEW_SHOT_EXAMPLES = 8
-"""Worked example steps in a base model's prompts (two episodes): it acts few-shot."""
 
 
 def prompt_examples(meta: dict) -> int:

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from webagent.policy import Generation, Sampling
-from webagent.prompts import PromptFormat
+from webagent.prompts import FEW_SHOT_EXAMPLES, PromptFormat
 
 SPEC_PREFIX = "openai:"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -283,7 +283,7 @@ class EndpointPolicy:
         spec: str,
         *,
         prefer_chat: bool = True,
-        examples: int = 8,
+        examples: int = FEW_SHOT_EXAMPLES,
         free_answers: bool = False,
         config: EndpointConfig = EndpointConfig(),
     ):

@@ -181,13 +181,17 @@ _QA_EXAMPLES = [
 ]
 
 
+FEW_SHOT_EXAMPLES = 8
+"""Worked example steps in a base model's prompts (two episodes): it acts few-shot."""
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """How one model is prompted. `chat_template` is the tokenizer's, when it has one."""
 
     style: Literal["base", "chat"] = "base"
-    examples: int = 8
-    """Worked example steps shown before the live observation (0 to disable; 8 = two episodes)."""
+    examples: int = FEW_SHOT_EXAMPLES
+    """Worked example steps shown before the live observation (0 to disable)."""
     chat_template: str | None = None
 
     @property
@@ -265,7 +269,9 @@ class PromptFormat:
         return "\n".join(parts) + "\n"
 
 
-def format_for(tokenizer, *, prefer_chat: bool = True, examples: int = 8) -> PromptFormat:
+def format_for(
+    tokenizer, *, prefer_chat: bool = True, examples: int = FEW_SHOT_EXAMPLES
+) -> PromptFormat:
     """The format a model should get: chat when its tokenizer has a template (and we want it)."""
     template = getattr(tokenizer, "chat_template", None)
     if prefer_chat and template:
