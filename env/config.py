@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from env.fields import RecordError, typed_fields
-from env.limits import BrowseLimits
+from env.fields import typed_fields
+from env.limits import BrowseLimits, LimitError
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,10 @@ def config_from_dict(data: dict, *, strict: bool = True) -> EnvConfig:
         raise ValueError(f"{unknown[0]}: not a browser setting")
     fields = typed_fields(EnvConfig, data)
     try:
-        fields["limits"] = BrowseLimits(**typed_fields(BrowseLimits, fields.get("limits", {})))
-    except RecordError as exc:
-        raise ValueError(f"limits.{exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"limits.{exc.args[0].replace(' must', ': must', 1)}") from None
+        fields["limits"] = BrowseLimits(
+            **typed_fields(BrowseLimits, fields.get("limits", {}), "limits")
+        )
+    except LimitError as exc:
+        raise ValueError(f"limits.{exc.field}: {exc.problem}") from None
     fields["blocked_domains"] = tuple(fields.get("blocked_domains", ()))
     return EnvConfig(**fields)

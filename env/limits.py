@@ -9,17 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 
+class LimitError(ValueError):
+    """A limit that is not a whole number >= its minimum. `field` names it and `problem` says
+    what is wrong, so each caller names it as its user knows it (`--max-actions`, a record's
+    `meta.env.limits.max_actions`) without rewriting the message."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
 def _check_counts(limits: object, minimum: int = 1) -> None:
-    """ValueError naming the field when a count is not a whole number >= `minimum`.
+    """LimitError naming the field when a count is not a whole number >= `minimum`.
 
     A budget of 0 or -1 actions is not a budget: refused here, once, for the Python API and
     for every flag and stored record that becomes one of these limits."""
     for f in fields(limits):  # type: ignore[arg-type]
         value = getattr(limits, f.name)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{f.name} must be a whole number, got {value!r}")
+            raise LimitError(f.name, f"must be a whole number, got {value!r}")
         if value < minimum:
-            raise ValueError(f"{f.name} must be at least {minimum}, got {value}")
+            raise LimitError(f.name, f"must be at least {minimum}, got {value}")
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,12 @@ def test_records_are_checked_field_by_field_naming_file_line_and_field(recorded,
             "meta.env.search_results: expected int, got bool",
         ),
         (
+            "meta",
+            {"env": {"limits": {"max_actions": 0}}},
+            "meta.env.limits.max_actions: must be at least 1, got 0",
+        ),
+        ("meta", {"env": {"limits": [5]}}, "meta.env.limits: expected an object, got list"),
+        (
             "steps",
             [{"observation": "o", "action": "a", "token_ids": [1, "x"]}],
             "steps[0].token_ids[1]: expected int",

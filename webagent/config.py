@@ -10,7 +10,7 @@ from functools import partial
 
 from env.browser import BrowserEnv, EnvConfig
 from env.cache import PageCache
-from env.limits import BrowseLimits
+from env.limits import BrowseLimits, LimitError
 from env.sources import PageSource, check_spec, open_source
 from webagent.prompts import FEW_SHOT_EXAMPLES
 
@@ -99,9 +99,8 @@ class EnvArgs:
         """ValueError naming the flag that makes no sense (before a source opens or a model loads)."""
         try:
             self.env_config()  # the budgets' rules live in env.limits.BrowseLimits
-        except ValueError as exc:
-            name, _, rest = str(exc).partition(" ")
-            raise ValueError(f"--{name.replace('_', '-')} {rest}") from None
+        except LimitError as exc:
+            raise ValueError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
         kind, _ = check_spec(self.source)
         if self.allow_host and kind != "web":
             raise ValueError("--allow-host applies to the live web only (--source web)")
