@@ -41,13 +41,7 @@ import tyro
 
 from env.paths import file_sha256
 from env.record import EpisodeRecord, read_jsonl
-from reward.checkpoint import (
-    check_fingerprint,
-    restore_trainable,
-    resume_state,
-    trainable_state,
-    write_dir,
-)
+from reward.checkpoint import load_resume, restore_trainable, trainable_state, write_dir
 from reward.lm import ensure_pad_token
 from webagent.answers import cited
 from webagent.checkpoints import save_policy
@@ -308,7 +302,8 @@ def _provenance(spec: str, meta: dict) -> dict:
 
 
 def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None:
-    """Everything a resumed run needs, in OUT/last (written beside, then swapped in)."""
+    """Everything a resumed run needs, in OUT/last (written beside, then swapped in): state.pt
+    holds it all (`meta`: fingerprint and log), meta.json shows `meta` to people."""
     trainable = trainable_state(model)
 
     def fill(tmp: Path) -> None:
@@ -318,6 +313,7 @@ def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None
                 "optimizer": optimizer.state_dict(),
                 "step": step,
                 "rng": torch.get_rng_state(),
+                **meta,
             },
             tmp / "state.pt",
         )
@@ -326,15 +322,16 @@ def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None
     write_dir(directory, fill)
 
 
-def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict]:
-    """Restore OUT/last if it was written by a run with the same data and settings."""
-    meta = json.loads((directory / "meta.json").read_text())
-    check_fingerprint(meta.get("fingerprint"), fingerprint, directory)
-    state = torch.load(directory / "state.pt", weights_only=False)
+def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict] | None:
+    """Restore OUT/last if it was written by a run with the same data and settings
+    (`reward.checkpoint.load_resume`): (step, log), or None when there is nothing to resume."""
+    state = load_resume(directory, fingerprint)
+    if state is None:
+        return None
     restore_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
-    return state["step"], meta
+    return state["step"], state["log"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,9 +420,8 @@ def main(args: Args) -> Path:
         "cited_weight": args.cited_weight,
     }
     step, log = 0, {"train": [], "val": []}
-    if resume_state(out / "last") is not None:
-        step, meta = load_state(out / "last", model, optimizer, fingerprint)
-        log = meta["log"]
+    if (resumed := load_state(out / "last", model, optimizer, fingerprint)) is not None:
+        step, log = resumed
         accelerator.print(f"resuming from {out / 'last'} at step {step}/{total_steps}")
     wrapped = CompletionLoss(model)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
