@@ -24,8 +24,11 @@ __all__ = ["RecordError", "typed_fields"]  # and everything defined below
 RECORD_VERSION = 1
 
 WROTE_NO_ANSWER = "the policy wrote no answer"
-"""`meta["no_answer"]` of an episode whose answer step left no answer (nothing written, or only
-citations its quotes do not support)."""
+"""`meta["no_answer"]` of an episode that quoted but whose answer step left no answer (nothing
+written, or only citations its quotes do not support)."""
+NO_QUOTES = "browsing collected no quotes"
+"""`meta["no_answer"]` of an episode that reached the answer phase with nothing quoted (the
+episode runner then answers nothing without asking the model)."""
 
 
 @dataclass
@@ -94,7 +97,7 @@ class EpisodeRecord:
         self.supported_by_quotes = finished.supported_by_quotes if self.answer else None
         self.meta.pop("no_answer", None)
         if self.answer is None:
-            self.meta["no_answer"] = WROTE_NO_ANSWER
+            self.meta["no_answer"] = WROTE_NO_ANSWER if quotes else NO_QUOTES
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,7 +22,7 @@ from env.observation import normalize
 from env.record import EpisodeRecord
 from env.sources.cache import CacheSource
 from webagent.answers import describe_step, format_answer
-from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
+from webagent.prompts import completion_to_action
 
 
 class ReplayError(Exception):
@@ -91,9 +91,8 @@ def result_mismatches(record: EpisodeRecord, rerun: EpisodeRecord | None) -> lis
             a, b = getattr(mine, name), getattr(theirs, name)
             if a != b:
                 out.append(f"quote [{theirs.n}] {name}: the record says {a!r}, the re-run {b!r}")
-    answer = None if rerun.answer in (None, NO_QUOTES_ANSWER) else rerun.answer
-    if (record.answer or None) != answer:  # older records kept an empty answer as ""
-        out.append(f"answer: the record says {record.answer!r}, the re-run {answer!r}")
+    if (record.answer or None) != rerun.answer:  # older records kept an empty answer as ""
+        out.append(f"answer: the record says {record.answer!r}, the re-run {rerun.answer!r}")
     if record.end != rerun.end:
         out.append(f"end: the record says {record.end!r}, the re-run {rerun.end!r}")
     return out

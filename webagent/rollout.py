@@ -19,7 +19,7 @@ from env.admissible import Admissible
 from env.browser import BrowserEnv
 from env.observation import render_answer
 from env.questions import QuestionError, check_question
-from env.record import WROTE_NO_ANSWER, EpisodeRecord, RecordError, numbered_lines
+from env.record import EpisodeRecord, RecordError, numbered_lines
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
 
@@ -180,11 +180,6 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     record.model = policy.name
     record.seed = slot.seed
     record.meta.update(getattr(policy, "record_meta", {}))  # a served policy: server, decoding aid
-    if record.answer == NO_QUOTES_ANSWER:
-        record.answer = record.supported_by_quotes = None
-        record.meta["no_answer"] = (
-            WROTE_NO_ANSWER if record.quotes else "browsing collected no quotes"
-        )
     return record
 
 
