@@ -8,7 +8,8 @@ and the escaping that keeps page text from forging them all live here; `pages.py
 One escaping path: every string from outside (page text, titles, URLs, host names, search
 results, the question, past actions, error messages) reaches the model through `escape`, either
 when a page is rendered (`pages.py`, `search.py` and the sources build lines only from `escape`d
-text and `link_marker`) or here, when an observation is assembled. The only marker characters
+text and `link_marker`) or here, when an observation is assembled (the browser escapes the
+question and each past action once, as they arrive: `render_browse`). The only marker characters
 an observation holds are therefore those `link_marker` wrote, each for a link the page has
 (tests/test_observation.py checks this with hypothesis).
 """
