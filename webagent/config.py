@@ -58,10 +58,10 @@ class PolicyArgs:
     """Under the aid, let the answer be free text instead of a quote span. Default: what a
     trained policy was taught (free when its data had uncited recall answers), else extractive."""
     int8: bool = True
-    """Sample with int8 weights in the decoder body (webagent.int8): ~3-4x faster episodes on a
-    CPU, dev EM and supported within a point of fp32 but not the same answers (bench/README.md,
-    "Episode speed"); --no-int8 samples with the fp32 weights. Training keeps fp32; a model
-    behind an openai: endpoint is never quantized here."""
+    """Sample with int8 weights in the decoder body (webagent.int8): ~3x faster episodes than
+    fp32 on a CPU, dev EM and supported within a point of fp32 but not the same answers
+    (bench/README.md, "Episodes of the default policy"); --no-int8 samples with the fp32
+    weights. Training keeps fp32; a model behind an openai: endpoint is never quantized here."""
 
     def check(self) -> None:
         """ValueError naming the flag that makes no sense (before any model loads)."""

@@ -29,7 +29,7 @@ An iteration (each step is the function named in brackets; `main` calls them in 
 The policy is the BC LoRA adapter trained further; the reference is a frozen copy of it. The
 model stays in eval mode throughout (no dropout), so the log-probabilities recomputed for the
 update are those of the policy that sampled, up to int8's rounding: by default the rollouts
-sample with an int8 copy of the current weights (`rollout_policy`, ~3-4x faster episodes), the
+sample with an int8 copy of the current weights (`rollout_policy`, ~3x faster episodes), the
 update stays fp32; `--no-int8` samples with the fp32 weights themselves. Every iteration is checkpointed to OUT/last; a
 rerun continues from there (a larger --iterations extends a finished run).
 
@@ -131,7 +131,7 @@ class Args:
     """Tokens the policy may write per step (a command or the answer)."""
     int8: bool = True
     """Roll out with an int8 copy of the current weights (webagent.int8, made afresh each
-    iteration: ~3-4x faster episodes); the log-probs, values and update stay fp32. --no-int8
+    iteration: ~3x faster episodes); the log-probs, values and update stay fp32. --no-int8
     samples with the fp32 weights being trained."""
     seed: int = 0
     """Seeds the question picks, budgets, episode sampling and minibatch order."""
