@@ -66,7 +66,7 @@ def test_ask_json_schema(tiny_dir, cli_env, wiki, tmp_path):
     assert data["question"] == "Which river flows through Baghdad?"
     assert isinstance(data["actions"], list) and len(data["actions"]) == 2
     (record,) = read_records(record_file)
-    assert record.model == tiny_dir.name
+    assert record.model == f"{tiny_dir.name}+int8", "ask samples with int8 weights by default"
     assert [s.action for s in record.steps if s.phase == "browse"] == data["actions"]
 
 

@@ -12,6 +12,13 @@ def test_prompt_examples_follow_the_checkpoint_else_few_shot():
 def test_the_shipped_policy_acts_as_it_was_trained():
     policy = load_policy(PolicyArgs())
     assert policy.format.examples == 0 and policy.free_answers
+    assert policy.name == "bc-gemma3-270m+int8", "sampling is int8 by default (webagent.int8)"
+
+
+def test_int8_is_what_a_run_records_only_where_it_applies():
+    assert PolicyArgs().quantized and not PolicyArgs(int8=False).quantized
+    endpoint = PolicyArgs(model="openai:http://127.0.0.1:8000/v1")
+    assert endpoint.int8 and not endpoint.quantized, "a served model's arithmetic is the server's"
 
 
 def test_one_cache_root_with_tilde_expanded_for_models_indexes_pages_and_history(monkeypatch):

@@ -384,6 +384,8 @@ def test_transformers_serve_completions_route_and_cli_eval(served, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").open()]
     assert row["question_id"] == "q1" and json.loads(row["prompt"])[-1]["role"] == "user"
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert settings["policy"]["int8"] is False, "a served model's arithmetic is not int8 here"
 
 
 @pytest.mark.slow

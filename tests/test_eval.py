@@ -86,6 +86,8 @@ def test_browse_run_writes_every_output(dataset, tmp_path, tiny_dir, index_dir, 
     ]:
         assert key in summary
     assert summary["n"] == 4 and summary["mean_actions"] == 2.0
+    assert summary["settings"]["policy"]["int8"] is True, "evals sample with int8 by default"
+    assert {r["episode"]["model"] for r in rows} == {f"{tiny_dir.name}+int8"}
     assert summary["in_corpus"] > 0  # Tigris, Lima, ... are in the local Wikipedia
     assert (out / "report.md").read_text().startswith("# Evaluation: browse")
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -93,6 +95,10 @@ def test_browse_run_writes_every_output(dataset, tmp_path, tiny_dir, index_dir, 
     # the same directory with other settings is refused, not mixed
     with pytest.raises(ValueError, match="other settings"):
         run(_args(dataset, tmp_path / "browse", tiny_dir, index_dir, limit=4, closed_book=True))
+    fp32 = _args(dataset, tmp_path / "browse", tiny_dir, index_dir, limit=4)
+    fp32.policy.int8 = False  # other arithmetic: not resumed into the int8 run either
+    with pytest.raises(ValueError, match="other settings"):
+        run(fp32)
 
 
 def test_closed_book_and_rag_and_compare(dataset, tmp_path, tiny_dir, index_dir, monkeypatch):

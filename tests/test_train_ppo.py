@@ -94,7 +94,7 @@ def episodes(policy, wiki, n=3, max_actions=3):
 
 
 def test_masks_cover_exactly_the_generated_tokens_and_kl_to_itself_is_zero(bc_policy, wiki):
-    policy = load_policy(PolicyArgs(model=str(bc_policy)))
+    policy = load_policy(PolicyArgs(model=str(bc_policy), int8=False))
     records = episodes(policy, wiki)
     segments = [s for e, r in enumerate(records) for s in segments_of(r, e, policy.encode)]
     written = [step for r in records for step in r.steps if step.token_ids]
@@ -105,7 +105,7 @@ def test_masks_cover_exactly_the_generated_tokens_and_kl_to_itself_is_zero(bc_po
         assert int(batch["action_mask"][row].sum()) == len(step.token_ids)
         assert len(seg.prompt_ids) == step.prompt_tokens
     net = PolicyAndValue(policy.model).eval()
-    reference = load_policy(PolicyArgs(model=str(bc_policy))).model
+    reference = load_policy(PolicyArgs(model=str(bc_policy), int8=False)).model
     evaluate_segments(net, reference, segments, policy.tokenizer.pad_token_id)
     for seg, step in zip(segments, written, strict=True):
         assert torch.allclose(seg.old_logprobs, seg.ref_logprobs, atol=1e-6), (
@@ -132,7 +132,7 @@ def test_gae_matches_a_hand_computed_case():
 
 def test_one_ppo_update_lowers_the_loss(bc_policy, wiki):
     loaded = trainable_policy(str(bc_policy))
-    policy = load_policy(PolicyArgs(model=str(bc_policy)))
+    policy = load_policy(PolicyArgs(model=str(bc_policy), int8=False))
     records = episodes(policy, wiki, n=2)
     segments = [s for e, r in enumerate(records) for s in segments_of(r, e, policy.encode)]
     net = PolicyAndValue(loaded.model).eval()
@@ -249,7 +249,7 @@ def test_answer_only_episodes_reuse_recorded_quotes_with_tempered_logprobs(bc_po
     recomputes the log-probs the sampler drew with (the policy is the tempered one)."""
     from webagent.datasets import load_questions
 
-    policy = load_policy(PolicyArgs(model=str(bc_policy)))
+    policy = load_policy(PolicyArgs(model=str(bc_policy), int8=False))
     demos = bc_policy.parent / "demos.jsonl"
     data = _questions(bc_policy.parent)
     browses = browses_of(str(demos), load_questions(str(data)))

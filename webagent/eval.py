@@ -364,7 +364,7 @@ def run(args: EvalArgs) -> Path:
         "dataset": str(Path(args.dataset).resolve()),
         "mode": args.mode,
         "model": args.policy.model,
-        "policy": asdict(args.policy),
+        "policy": {**asdict(args.policy), "int8": args.policy.quantized},
         "env": asdict(args.env),
         "best_of": args.best_of,
         "rm": args.rm,

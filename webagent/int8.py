@@ -8,8 +8,10 @@ input row is quantized on the fly with its own scale (dynamic per-token activati
 torch.ao's `quantize_dynamic` does the same with one scale per activation tensor, but it is
 deprecated (it warns on every call) and coarser.
 
-The arithmetic changes, so this is an option for sampling (ask, eval, comparisons), measured
-against fp32 in bench/; training keeps fp32. The LM head (tied to the embeddings) stays fp32
+The arithmetic changes, so it serves sampling only (ask, eval, comparisons and PPO rollouts,
+by default; `--no-int8` for fp32), measured against fp32 in bench/README.md: on the 300 dev
+questions EM and supported stay within a point of fp32, though fewer answers are the same.
+Training keeps fp32. The LM head (tied to the embeddings) stays fp32
 where the policy multiplies only the allowed rows of it (a constrained row); an int8 copy,
 `model.int8_head`, serves the rows that need all 262k logits (free text).
 """
@@ -55,7 +57,7 @@ def quantize(model: Any) -> Any:
     the (unwrapped) transformers model; the LM head and embeddings stay float, with an int8
     copy of the head as ``model.int8_head`` for full-vocabulary logits. The model passed in is
     changed in place (merged, layers replaced): quantize a copy loaded for sampling, never the
-    one being trained (PPO samples with the model it trains, so it keeps fp32).
+    one being trained (PPO rolls out with a quantized deep copy, `train_ppo.rollout_policy`).
     """
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
