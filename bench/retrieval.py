@@ -45,7 +45,7 @@ from env.dense import (  # noqa: E402
 from env.dense import fuse as fuse_rankings  # noqa: E402
 from env.search import Bm25Index, Document  # noqa: E402
 from env.sources.local import index_cache_dir  # noqa: E402
-from env.sources.wiki import load_summaries  # noqa: E402
+from env.sources.wiki import corpus_key, load_summaries  # noqa: E402
 from webagent.datasets import Question, load_questions  # noqa: E402
 from webagent.metrics import any_alias_in  # noqa: E402
 
@@ -164,6 +164,7 @@ def run(args: Args) -> int:
     tune = load_questions(data / "train.jsonl")[-args.tune :]
     cache_dir = args.cache_dir or index_cache_dir()
     docs = load_summaries()
+    wiki_key = corpus_key("en-us", docs)
     notes: list[str] = []
 
     start = time.perf_counter()
@@ -177,10 +178,15 @@ def run(args: Args) -> int:
     for words in args.passage_words:
         start = time.perf_counter()
         index = dense_index(
-            docs, cache_dir, encoder=encoder, passages=PassageConfig(words), shipped=SHIPPED_DIR
+            docs,
+            cache_dir,
+            encoder=encoder,
+            passages=PassageConfig(words),
+            shipped=SHIPPED_DIR,
+            corpus_key=wiki_key,
         )
         took = time.perf_counter() - start
-        key = f"dense-{index.passages.fingerprint()}-{dense._file_safe(encoder.id)}"
+        key = dense.dense_key(index.passages, encoder, wiki_key)
         where = Path(cache_dir) / key
         info = dense.embeddings_info(where if where.is_dir() else SHIPPED_DIR / key)
         built = info.get("build_seconds")
@@ -233,7 +239,7 @@ def run(args: Args) -> int:
     scored.sort(key=lambda x: -x[0])
     _, best_v, best_cfg, _ = scored[0]
     best_words, best_adapter = best_v
-    default = HybridConfig()
+    default = HybridConfig(rrf_k=60.0, bm25_weight=1.0, dense_weight=1.0)  # plain RRF
     for name in sets:
         p = pools[name]
         fused_rows = [
