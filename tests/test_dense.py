@@ -402,3 +402,17 @@ def test_single_query_fast_path_equals_batch_encoding(encoder):
         np.testing.assert_allclose(
             encoder.encode_queries([q])[0], encoder.encode([q])[0], atol=1e-5
         )
+
+
+def test_int8_queries_stay_close_and_leave_passages_alone(encoder):
+    """int8 queries are an approximation of the fp32 ones (same page for plain queries);
+    passage vectors, hence caches, do not change."""
+    fast = dense.Encoder(int8_queries=True)
+    assert fast.id == encoder.id  # same passage vectors
+    queries = ["Which river flows through Baghdad?", "flightless seabird of Antarctica"]
+    exact, approx = encoder.encode_queries(queries), fast.encode_queries(queries)
+    assert (np.sum(exact * approx, axis=1) > 0.9).all()
+    assert not np.allclose(exact, approx, atol=1e-4)  # really another model
+    np.testing.assert_allclose(fast.encode(queries), encoder.encode(queries), atol=1e-5)
+    one = fast.encode_query(queries[0])
+    np.testing.assert_allclose(one, approx[0], atol=1e-5)

@@ -316,7 +316,6 @@ def train_lora(args: Args) -> Path:
         bert,
         LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=targets),
     )
-    model[0].auto_model = lora
 
     def embed(batch: list[str], grad: bool) -> torch.Tensor:
         features = model.tokenize(batch)
