@@ -295,7 +295,17 @@ def test_shipped_vectors_are_hashed_once_then_trusted_by_size_and_mtime(encoder,
 
 def test_hybrid_default_is_the_tuned_fusion():
     assert HybridConfig() == dense.DEFAULT_HYBRID
-    assert (HybridConfig().rrf_k, HybridConfig().dense_weight) == (10.0, 3.0)
+    assert (HybridConfig().rrf_k, HybridConfig().dense_weight) == (10.0, 1.5)
+
+
+def test_the_shipped_encoder_is_the_fine_tuned_one_with_its_vectors(encoder):
+    """The default encoder carries the shipped delta, and the shipped vectors are its own (a
+    key with the delta's hash): a stock-encoder vector set would never be loaded for it."""
+    delta = dense.tuned_path(dense.DEFAULT_ENCODER)
+    assert delta.is_file() and delta.stat().st_size < 10_000_000
+    assert encoder.tuned == delta and encoder.int8_queries
+    shipped = [p.name for p in dense.SHIPPED_DIR.iterdir()]
+    assert shipped and all(p.endswith(dense._file_safe(encoder.id)) for p in shipped)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -391,7 +401,8 @@ def test_golden_hybrid_results_page(wiki):
     check_golden("wiki_search_hybrid.txt", obs)
 
 
-def test_single_query_fast_path_equals_batch_encoding(encoder):
+def test_single_query_fast_path_equals_batch_encoding():
+    encoder = dense.Encoder()  # fp32 queries
     queries = [
         "Which river flows through Baghdad?",
         "x",
@@ -404,9 +415,10 @@ def test_single_query_fast_path_equals_batch_encoding(encoder):
         )
 
 
-def test_int8_queries_stay_close_and_leave_passages_alone(encoder):
-    """int8 queries are an approximation of the fp32 ones (same page for plain queries);
-    passage vectors, hence caches, do not change."""
+def test_int8_queries_stay_close_and_leave_passages_alone():
+    """int8 queries are an approximation of the fp32 ones; passage vectors, hence caches, do
+    not change."""
+    encoder = dense.Encoder()
     fast = dense.Encoder(int8_queries=True)
     assert fast.id == encoder.id  # same passage vectors
     queries = ["Which river flows through Baghdad?", "flightless seabird of Antarctica"]
