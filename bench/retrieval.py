@@ -1,5 +1,9 @@
 """Retrieval quality and speed: BM25, dense (MiniLM) and hybrid search over the local corpus.
 
+Dense variants: the stock encoder, the fine-tuned one when its delta ships
+(env/data/encoders; its passage vectors are embedded into the cache if not shipped), and the
+default one with int8 queries. `--synthetic-docs 0` skips the 1M-passage timing.
+
     .venv/bin/python bench/retrieval.py            # dev + 1,000 held-out train questions, 1M synthetic
     .venv/bin/python bench/retrieval.py --quick    # 300 tuning questions, 50,000 synthetic passages
 
