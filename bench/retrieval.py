@@ -1,5 +1,9 @@
 """Retrieval quality and speed: BM25, dense (MiniLM) and hybrid search over the local corpus.
 
+Dense variants: the stock encoder, the fine-tuned one when its delta ships
+(env/data/encoders; its passage vectors are embedded into the cache if not shipped), and the
+default one with int8 queries. `--synthetic-docs 0` skips the 1M-passage timing.
+
     .venv/bin/python bench/retrieval.py            # dev + 1,000 held-out train questions, 1M synthetic
     .venv/bin/python bench/retrieval.py --quick    # 300 tuning questions, 50,000 synthetic passages
 
@@ -19,7 +23,6 @@ vectors hold.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +48,7 @@ from env.dense import (  # noqa: E402
 from env.dense import fuse as fuse_rankings  # noqa: E402
 from env.search import Bm25Index, Document  # noqa: E402
 from env.sources.local import index_cache_dir  # noqa: E402
-from env.sources.wiki import load_summaries  # noqa: E402
+from env.sources.wiki import corpus_key, load_summaries  # noqa: E402
 from webagent.datasets import Question, load_questions  # noqa: E402
 from webagent.metrics import any_alias_in  # noqa: E402
 
@@ -65,7 +68,7 @@ class Args:
     timed_queries: int = 200
     """Queries timed one by one for latency."""
     synthetic_docs: int = 1_000_000
-    """Synthetic passages for the large-corpus timing."""
+    """Synthetic passages for the large-corpus timing (0: none)."""
     cache_dir: Path | None = None
     """Where embeddings are cached (default: the search index cache)."""
     passage_words: list[int] = field(default_factory=lambda: [64])
@@ -164,42 +167,62 @@ def run(args: Args) -> int:
     tune = load_questions(data / "train.jsonl")[-args.tune :]
     cache_dir = args.cache_dir or index_cache_dir()
     docs = load_summaries()
+    wiki_key = corpus_key("en-us", docs)
     notes: list[str] = []
 
     start = time.perf_counter()
     bm25 = Bm25Index.build([f"{d.title}. {d.text}" for d in docs])
     bm25_build = time.perf_counter() - start
-    encoder = dense.shared_encoder(adapter=False)
-    adapter_file = dense.adapter_path(encoder)
-    adapter = dense.QueryAdapter.load(adapter_file) if adapter_file.is_file() else None
-    indexes: dict[int, DenseIndex] = {}
-    builds: dict[int, str] = {}
+    encoders = {"MiniLM": dense.Encoder()}
+    tuned = dense.tuned_path(dense.DEFAULT_ENCODER)
+    if tuned.is_file():  # the fine-tuned encoder (webagent/train_retriever.py), fp32 and int8
+        encoders["MiniLM fine-tuned"] = dense.Encoder(tuned=tuned)
+    default_label = list(encoders)[-1]
+    encoders[f"{default_label}, int8 queries"] = dense.Encoder(
+        tuned=encoders[default_label].tuned, int8_queries=True
+    )
+    indexes: dict[tuple[int, str], DenseIndex] = {}
+    builds: dict[tuple[int, str], str] = {}
     for words in args.passage_words:
-        start = time.perf_counter()
-        index = dense_index(
-            docs, cache_dir, encoder=encoder, passages=PassageConfig(words), shipped=SHIPPED_DIR
-        )
-        took = time.perf_counter() - start
-        key = f"dense-{index.passages.fingerprint()}-{dense._file_safe(encoder.id)}"
-        where = Path(cache_dir) / key
-        info = dense.embeddings_info(where if where.is_dir() else SHIPPED_DIR / key)
-        built = info.get("build_seconds")
-        builds[words] = f"{built:.0f}" if built is not None and took < 5 else f"{took:.0f}"
-        indexes[words] = index
-        print(f"passages <= {words} words: {len(index.passages):,} ({took:.1f} s)", flush=True)
+        for encoder in encoders.values():
+            if (words, encoder.id) in indexes:
+                continue  # int8 queries: the same passage vectors as its fp32 sibling
+            start = time.perf_counter()
+            index = dense_index(
+                docs,
+                cache_dir,
+                encoder=encoder,
+                passages=PassageConfig(words),
+                shipped=SHIPPED_DIR,
+                corpus_key=wiki_key,
+            )
+            took = time.perf_counter() - start
+            key = dense.dense_key(index.passages, encoder, wiki_key)
+            where = Path(cache_dir) / key
+            info = dense.embeddings_info(where if where.is_dir() else SHIPPED_DIR / key)
+            built = info.get("build_seconds")
+            builds[words, encoder.id] = (
+                f"{built:.0f}" if built is not None and took < 5 else f"{took:.0f}"
+            )
+            indexes[words, encoder.id] = index
+            print(
+                f"{encoder.id}, passages <= {words} words: {len(index.passages):,} ({took:.1f} s)"
+            )
 
     sets = {"tune": tune, "dev": dev}
-    # dense variants: (passage words, query adapter or None)
-    variants = [(w, None) for w in indexes] + ([(w, adapter) for w in indexes] if adapter else [])
-    qvecs: dict[str, np.ndarray] = {}
-    for name, qs in sets.items():
-        start = time.perf_counter()
-        qvecs[name] = encoder.encode([q.question for q in qs])
-        notes.append(f"embedding {len(qs)} {name} questions: {time.perf_counter() - start:.1f} s")
+    # dense variants: (passage words, encoder label)
+    variants = [(w, e) for w in args.passage_words for e in encoders]
+    qvecs: dict[tuple[str, str], np.ndarray] = {}
+    for label, encoder in encoders.items():
+        for name, qs in sets.items():
+            start = time.perf_counter()
+            qvecs[name, label] = encoder.encode_queries([q.question for q in qs])
+            took = time.perf_counter() - start
+            notes.append(f"{label}: embedding {len(qs)} {name} questions: {took:.1f} s")
 
-    def vlabel(words: int, adapt: dense.QueryAdapter | None) -> str:
+    def vlabel(words: int, label: str) -> str:
         size = "one per page" if words >= 1000 else f"<= {words} words"
-        return f"MiniLM{' + query adapter' if adapt else ''}, passages {size}"
+        return f"{label}, passages {size}"
 
     # per set: BM25 top 100, dense page rankings per variant
     results: dict[str, dict[str, list[list[int]]]] = {}
@@ -208,9 +231,9 @@ def run(args: Args) -> int:
         texts = [q.question for q in qs]
         b = bm25.search_many(texts, 100)
         dp = {}
-        for words, adapt in variants:
-            vecs = adapt(qvecs[name]) if adapt else qvecs[name]
-            dp[(words, adapt)] = [indexes[words].search_vector(v, 100) for v in vecs]
+        for words, label in variants:
+            index = indexes[words, encoders[label].id]
+            dp[(words, label)] = [index.search_vector(v, 100) for v in qvecs[name, label]]
         pools[name] = {"bm25": b, "dense": dp}
         results[name] = {"BM25 (pages)": [[d for d, _ in r] for r in b]}
         for v, rs in dp.items():
@@ -232,12 +255,20 @@ def run(args: Args) -> int:
         scored.append((r[3] + r[10], v, cfg, r))
     scored.sort(key=lambda x: -x[0])
     _, best_v, best_cfg, _ = scored[0]
-    best_words, best_adapter = best_v
-    default = HybridConfig()
+    best_words, best_label = best_v
+    default = HybridConfig(rrf_k=60.0, bm25_weight=1.0, dense_weight=1.0)  # plain RRF
     for name in sets:
         p = pools[name]
         fused_rows = [
-            (f"hybrid RRF k=60 1:1, {vlabel(w, a)}", (w, a), default) for w, a in variants
+            (f"hybrid RRF k=60 1:1, {vlabel(w, e)}", (w, e), default) for w, e in variants
+        ]
+        fused_rows += [
+            (
+                f"hybrid default ({_cfg(dense.DEFAULT_HYBRID)}), {vlabel(w, e)}",
+                (w, e),
+                dense.DEFAULT_HYBRID,
+            )
+            for w, e in variants
         ]
         fused_rows.append(
             (
@@ -278,12 +309,11 @@ def run(args: Args) -> int:
             f" @3 {100 * r[3]:.1f}, @10 {100 * r[10]:.1f}"
         )
 
-    # speed on the local corpus
+    # speed on the local corpus: the default encoder, fp32 and int8 queries
     timed = [q.question for q in dev[: args.timed_queries]]
     speed = []
-    index = indexes[best_words]
-    encoder.adapter = best_adapter  # time the chosen setting
-    hybrid = HybridRetriever(bm25, index, best_cfg)
+    encoder = encoders[default_label]
+    index = indexes[args.passage_words[0], encoder.id]
 
     def cold(fn: Callable[[str], object]) -> Callable[[str], object]:
         def run_one(q: str) -> object:
@@ -293,28 +323,69 @@ def run(args: Args) -> int:
         return run_one
 
     lat_b = latencies(lambda q: bm25.search(q, 10), timed)
-    lat_q = latencies(cold(index.query_vector), timed)
-    lat_d = latencies(cold(lambda q: index.search(q, 10)), timed)
-    lat_h = latencies(cold(lambda q: hybrid.search_passages(q, 10)), timed)
     mem_b = _bm25_bytes(bm25)
     mem_d = index.vectors.nbytes
+    build_d = builds[args.passage_words[0], encoder.id]
     speed.append(["wiki", "BM25", f"{len(docs):,}", f"{bm25_build:.1f}", _mb(mem_b), lat_b])
-    speed.append(["wiki", "query embedding only", "-", "-", "-", lat_q])
-    speed.append(
-        ["wiki", "dense", f"{len(index.passages):,}", builds[best_words], _mb(mem_d), lat_d]
-    )
-    speed.append(
-        [
-            "wiki",
-            "hybrid (BM25 + dense, fused, best passage)",
-            f"{len(index.passages):,}",
-            f"{bm25_build + float(builds[best_words]):.0f}",
-            _mb(mem_b + mem_d),
-            lat_h,
-        ]
-    )
+    for label in (default_label, f"{default_label}, int8 queries"):
+        timed_index = DenseIndex(index.vectors, index.passages, encoders[label])
+        timed_hybrid = HybridRetriever(bm25, timed_index, best_cfg)
+        lat_q = latencies(cold(timed_index.query_vector), timed)
+        lat_d = latencies(cold(lambda q, i=timed_index: i.search(q, 10)), timed)
+        lat_h = latencies(cold(lambda q, h=timed_hybrid: h.search_passages(q, 10)), timed)
+        n = f"{len(index.passages):,}"
+        speed.append(["wiki", f"query embedding only ({label})", "-", "-", "-", lat_q])
+        speed.append(["wiki", f"dense ({label})", n, build_d, _mb(mem_d), lat_d])
+        speed.append(
+            [
+                "wiki",
+                f"hybrid ({label}; BM25 + dense, fused, best passage)",
+                n,
+                f"{bm25_build + float(build_d):.0f}",
+                _mb(mem_b + mem_d),
+                lat_h,
+            ]
+        )
+    if args.synthetic_docs > 0:
+        synthetic(args, docs, index, best_cfg, timed, speed, cold)
 
-    # 1M synthetic passages: BM25 on Zipf text, dense on random unit vectors
+    print("\nSpeed (1 thread; build s = BM25 index / passage embeddings; memory = index arrays):")
+    table(
+        [
+            "corpus",
+            "engine",
+            "passages",
+            "build s",
+            "memory",
+            "p50 ms",
+            "p95 ms",
+            "CPU p50 ms",
+            "CPU p95 ms",
+            "queries",
+        ],
+        [
+            [*r[:5], ms(r[5], 50), ms(r[5], 95), ms(r[5], 50, 1), ms(r[5], 95, 1), str(len(r[5]))]
+            for r in speed
+        ],
+    )
+    print()
+    for note in notes:
+        print("- " + note)
+    print(f"- chosen on tune: {json.dumps(best_cfg.__dict__)}, {vlabel(*best_v)}")
+    print("- machine: 2 cores shared with other jobs")
+    return 0
+
+
+def synthetic(
+    args: Args,
+    docs: Sequence[Document],
+    index: DenseIndex,
+    best_cfg: HybridConfig,
+    timed: list[str],
+    speed: list,
+    cold: Callable,
+) -> None:
+    """Timings on synthetic passages (BM25 on Zipf text, dense on random unit vectors)."""
     from search import synthetic_texts  # bench/search.py: the same Zipf passages
 
     from env.search import tokenize
@@ -335,7 +406,7 @@ def run(args: Args) -> int:
     vecs = rng.standard_normal((n, index.vectors.shape[1]), dtype=np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     synth_passages = Passages([""] * n, [""] * n, np.arange(n, dtype=np.int64), PassageConfig())
-    sd = DenseIndex(vecs, synth_passages, encoder)
+    sd = DenseIndex(vecs, synth_passages, index.encoder)
     del vecs
     sh = HybridRetriever(sb, sd, best_cfg)
     slow = timed[: max(20, len(timed) // 4)]
@@ -370,32 +441,9 @@ def run(args: Args) -> int:
         ]
     )
 
-    print("\nSpeed (1 thread; build s = BM25 index / passage embeddings; memory = index arrays):")
-    table(
-        [
-            "corpus",
-            "engine",
-            "passages",
-            "build s",
-            "memory",
-            "p50 ms",
-            "p95 ms",
-            "CPU p50 ms",
-            "CPU p95 ms",
-            "queries",
-        ],
-        [
-            [*r[:5], ms(r[5], 50), ms(r[5], 95), ms(r[5], 50, 1), ms(r[5], 95, 1), str(len(r[5]))]
-            for r in speed
-        ],
-    )
-    print()
-    for note in notes:
-        print("- " + note)
-    print(f"- chosen on tune: {json.dumps(best_cfg.__dict__)}, {vlabel(*best_v)}")
-    mean_h = statistics.mean(x[0] for x in lat_h) * 1000
-    print(f"- mean hybrid latency {mean_h:.1f} ms; machine: 2 cores shared with other jobs")
-    return 0
+
+def _cfg(cfg: HybridConfig) -> str:
+    return f"k={cfg.rrf_k:g}, dense x{cfg.dense_weight:g}"
 
 
 def _bm25_bytes(index: Bm25Index) -> int:

@@ -16,6 +16,7 @@ import pytest
 from env import dense
 from env.dense import (
     DenseIndex,
+    HybridConfig,
     HybridRetriever,
     PassageConfig,
     Passages,
@@ -225,6 +226,88 @@ def test_the_key_follows_the_corpus_and_the_passage_settings(docs, encoder, tmp_
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("dense-")]) == 3
 
 
+def test_a_tuned_encoder_has_its_own_vectors_and_a_new_delta_rebuilds_them(docs, tmp_path):
+    """The encoder's id carries its fine-tuned delta's hash: vectors embedded by the stock
+    encoder (or another delta) are never reused, and a tuned encoder embeds differently."""
+    rng = np.random.default_rng(0)
+    name = "encoder.layer.5.attention.self.query"
+
+    def delta(path: Path, scale: float) -> Path:
+        a = rng.standard_normal((4, 384)).astype(np.float32) * scale
+        b = rng.standard_normal((384, 4)).astype(np.float32) * scale
+        dense.save_lora(path, {name: (a, b)})
+        return path
+
+    stock = dense.Encoder()
+    first = dense.Encoder(tuned=delta(tmp_path / "a.npz", 0.1))
+    assert first.id != stock.id and first.id.startswith(stock.id + "+lora-")
+    assert first._model is None  # the id needed no model
+    cache = tmp_path / "cache"
+    base = dense_index(docs[:4], cache, encoder=stock, corpus_key="k")
+    tuned = dense_index(docs[:4], cache, encoder=first, corpus_key="k")
+    assert len(list(cache.glob("dense-*"))) == 2
+    assert not np.allclose(base.vectors, tuned.vectors, atol=1e-3)
+    np.testing.assert_allclose(tuned.vectors, first.encode(tuned.passages.texts), atol=2e-3)
+    second = dense.Encoder(tuned=delta(tmp_path / "a.npz", 0.1))  # the same file, new bytes
+    assert second.id != first.id
+    dense_index(docs[:4], cache, encoder=second, corpus_key="k")
+    assert len(list(cache.glob("dense-*"))) == 3
+
+
+def test_a_malformed_delta_is_refused(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not an encoder delta"):
+        dense.load_lora(bad)
+    dense.save_lora(bad, {"encoder.layer.0.nothing": (np.zeros((2, 384)), np.zeros((384, 2)))})
+    with pytest.raises(ValueError, match="names no module"):
+        _ = dense.Encoder(tuned=bad).model
+    dense.save_lora(bad, {"encoder.layer.0.output.dense": (np.zeros((2, 5)), np.zeros((7, 2)))})
+    with pytest.raises(ValueError, match="delta"):
+        _ = dense.Encoder(tuned=bad).model
+
+
+def test_shipped_vectors_are_hashed_once_then_trusted_by_size_and_mtime(encoder, tmp_path):
+    """A shipped array is checked against its record once (a stamp in the cache); a later
+    change of the file (new mtime) is checked again and, if damaged, recomputed."""
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    texts = ["Bread is baked.", "Sharks are fish."]
+    cached_embeddings(shipped, "key", 2, lambda: encoder.encode(texts))  # "ship" them
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return encoder.encode(texts)
+
+    cached_embeddings(cache, "key", 2, compute, shipped=shipped)
+    stamps = list(cache.glob(".key.shipped-*"))
+    assert calls == [] and len(stamps) == 1
+    mark = json.loads(stamps[0].read_text())
+    assert mark["size"] == (shipped / "key" / "embeddings.npy").stat().st_size
+    cached_embeddings(cache, "key", 2, compute, shipped=shipped)  # trusted: same size, mtime
+    array = shipped / "key" / "embeddings.npy"
+    raw = bytearray(array.read_bytes())
+    raw[-5] ^= 0xFF
+    array.write_bytes(bytes(raw))
+    cached_embeddings(cache, "key", 2, compute, shipped=shipped)
+    assert calls == [1]  # the changed file was hashed again, failed, and was recomputed
+
+
+def test_hybrid_default_is_the_tuned_fusion():
+    assert HybridConfig() == dense.DEFAULT_HYBRID
+    assert (HybridConfig().rrf_k, HybridConfig().dense_weight) == (10.0, 1.5)
+
+
+def test_the_shipped_encoder_is_the_fine_tuned_one_with_its_vectors(encoder):
+    """The default encoder carries the shipped delta, and the shipped vectors are its own (a
+    key with the delta's hash): a stock-encoder vector set would never be loaded for it."""
+    delta = dense.tuned_path(dense.DEFAULT_ENCODER)
+    assert delta.is_file() and delta.stat().st_size < 10_000_000
+    assert encoder.tuned == delta and encoder.int8_queries
+    shipped = [p.name for p in dense.SHIPPED_DIR.iterdir()]
+    assert shipped and all(p.endswith(dense._file_safe(encoder.id)) for p in shipped)
+
+
 # ----------------------------------------------------------------------------- sources
 
 
@@ -245,6 +328,43 @@ def test_jsonl_source_searches_hybrid_with_snippets_from_the_best_passage(docs, 
     assert cached == ["dense", "jsonl"]
     bm25_only = jsonl_source(corpus, cache_dir=tmp_path / "cache", dense=False)
     assert isinstance(bm25_only.index, Bm25Index)
+
+
+@pytest.mark.parametrize("command", ["ask", "repl", "eval", "demos"])
+def test_search_switch_opens_bm25_alone_without_the_encoder(command, docs, tmp_path, monkeypatch):
+    """`--search bm25` on every command that browses: a local source searches with BM25 and
+    loads neither the encoder nor its vectors; `--search hybrid` (the default) fuses both."""
+    import tyro
+
+    from webagent.cli import COMMANDS
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"url": d.url, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    )
+    positional = {"ask": ["q?"], "repl": [], "eval": ["q.jsonl"], "demos": ["q.jsonl"]}[command]
+    commands = {name: cls for name, (cls, _) in COMMANDS.items()}
+
+    def parsed(*flags: str):
+        argv = [command, *positional, "--source", f"jsonl:{corpus}", *flags]
+        return tyro.extras.subcommand_cli_from_dict(
+            commands, args=argv, config=(tyro.conf.OmitArgPrefixes,)
+        ).env
+
+    monkeypatch.setenv("WEBAGENT_CACHE", str(tmp_path / "cache"))
+    env = parsed("--search", "bm25")
+    env.check()
+    loaded = dense.shared_encoder.cache_info().currsize
+    source, _ = env.open()
+    assert isinstance(source.index, Bm25Index)
+    assert source.search("ground shaking", 1)  # BM25 finds something
+    assert dense.shared_encoder.cache_info().currsize == loaded  # no encoder asked for
+    assert not list((tmp_path / "cache").glob("index/dense-*"))
+    assert parsed().search == "hybrid"
+    if command == "ask":
+        assert isinstance(parsed().open()[0].index, HybridRetriever)
+    with pytest.raises(SystemExit):
+        parsed("--search", "dense")  # not a choice: tyro refuses it
 
 
 def test_default_corpus_ships_its_vectors(wiki, index_dir):
@@ -281,14 +401,30 @@ def test_golden_hybrid_results_page(wiki):
     check_golden("wiki_search_hybrid.txt", obs)
 
 
-def test_single_query_fast_path_equals_batch_encoding(encoder):
+def test_single_query_fast_path_equals_batch_encoding():
+    encoder = dense.Encoder()  # fp32 queries
     queries = [
         "Which river flows through Baghdad?",
         "x",
         "Who painted the Mona Lisa, and when? " * 20,
     ]
-    assert encoder._fast  # MiniLM: mean pooling + normalise
+    assert encoder.model is not None and encoder._fast  # MiniLM: mean pooling + normalise
     for q in queries:
         np.testing.assert_allclose(
             encoder.encode_queries([q])[0], encoder.encode([q])[0], atol=1e-5
         )
+
+
+def test_int8_queries_stay_close_and_leave_passages_alone():
+    """int8 queries are an approximation of the fp32 ones; passage vectors, hence caches, do
+    not change."""
+    encoder = dense.Encoder()
+    fast = dense.Encoder(int8_queries=True)
+    assert fast.id == encoder.id  # same passage vectors
+    queries = ["Which river flows through Baghdad?", "flightless seabird of Antarctica"]
+    exact, approx = encoder.encode_queries(queries), fast.encode_queries(queries)
+    assert (np.sum(exact * approx, axis=1) > 0.9).all()
+    assert not np.allclose(exact, approx, atol=1e-4)  # really another model
+    np.testing.assert_allclose(fast.encode(queries), encoder.encode(queries), atol=1e-5)
+    one = fast.encode_query(queries[0])
+    np.testing.assert_allclose(one, approx[0], atol=1e-5)

@@ -45,7 +45,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def episodes(wiki, cache):
-    # "Baghdad river" lists Baghdad (holds "Tigris") first, Jordan River (does not) third
+    # "Baghdad river" lists Baghdad (holds "Tigris") first, Jordan River (does not) sixth
     right = play(
         wiki,
         cache,
@@ -65,7 +65,7 @@ def episodes(wiki, cache):
         [
             "Search Mona Lisa painter",
             "Search Baghdad river",
-            "Clicked on link 2",
+            "Clicked on link 5",
             "Quote: endorheic river in the Levant that flows roughly north to south",
             "End: Answer",
             "Tigris [1]",
@@ -145,7 +145,7 @@ def test_funnel_and_behaviour_on_constructed_episodes(episodes, cache, wiki, tmp
         "search search click quote end",
         "search click quote end",
     ]
-    assert [r["opened_ranks"] for r in rows] == [[0], [2], [0]]
+    assert [r["opened_ranks"] for r in rows] == [[0], [5], [0]]
     assert [r["opened_listed_answer"] for r in rows] == [1.0, 0.0, None]
     assert [(r["missed_searches"], r["searched_again"]) for r in rows] == [(0, 0), (1, 1), (1, 0)]
 
@@ -164,7 +164,7 @@ def test_funnel_and_behaviour_on_constructed_episodes(episodes, cache, wiki, tmp
     assert b["top_patterns"][0] == ["search click quote end", pytest.approx(2 / 3)]
     assert b["searches_per_episode"] == pytest.approx(4 / 3)
     assert b["searched_more_than_once"] == b["opened_other_than_first"] == pytest.approx(1 / 3)
-    assert b["opened_ranks"] == {"0": 2, "2": 1}
+    assert b["opened_ranks"] == {"0": 2, "5": 1}
     assert b["p_open_answer_given_listed"] == 0.5 and b["p_quote_given_seen"] == 1.0
     assert b["p_search_again_given_miss"] == 0.5
     report = (out / "report.md").read_text()

@@ -219,6 +219,8 @@ def test_ask_refuses_bad_flags_before_loading_a_model(tmp_path):
         (["ask", "q?", "--best-of", "0"], "--best-of must be at least 1"),
         (["ask", "q?", "--source", "zim:/nonexistent.zim"], "is not a file"),
         (["ask", "q?", "--allow-host", "127.0.0.1"], "--allow-host applies to the live web only"),
+        (["ask", "q?", "--source", "web", "--search", "bm25"], "--search applies to local sources"),
+        (["eval", "{tmp}/q.jsonl", "--source", "cache", "--search", "bm25"], "not cache"),
         (
             ["ask", "q?", "--source", "web", "--allow-host", "http://127.0.0.1:8000/"],
             "--allow-host takes a host name or IP address",

@@ -7,11 +7,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Literal
 
 from env.browser import BrowserEnv, EnvConfig
 from env.cache import PageCache
 from env.limits import BrowseLimits, LimitError
-from env.sources import PageSource, check_spec, open_source
+from env.sources import LOCAL_KINDS, PageSource, check_spec, open_source
 from webagent.prompts import FEW_SHOT_EXAMPLES
 
 MAX_ACTIONS = 10
@@ -86,6 +87,9 @@ class EnvArgs:
 
     source: str = "wiki"
     """Page source: wiki | zim:PATH | jsonl:PATH | web | cache."""
+    search: Literal["hybrid", "bm25"] = "hybrid"
+    """Search engine of a local source (wiki, zim, jsonl): hybrid = BM25 + dense passages
+    (loads the ~90 MB encoder), bm25 = BM25 alone."""
     max_actions: int = MAX_ACTIONS
     """Actions per episode before the answer phase is forced (README.md, "Action budgets";
     ask and repl default to 20, demos to 30)."""
@@ -110,6 +114,8 @@ class EnvArgs:
         except LimitError as exc:
             raise ValueError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
         kind, _ = check_spec(self.source)
+        if self.search != "hybrid" and kind not in LOCAL_KINDS:
+            raise ValueError(f"--search applies to local sources (wiki, zim, jsonl), not {kind}")
         if self.allow_host and kind != "web":
             raise ValueError("--allow-host applies to the live web only (--source web)")
         for host in self.allow_host:
@@ -126,6 +132,7 @@ class EnvArgs:
             searx=self.searx,
             allow_private=self.allow_private,
             allow_hosts=self.allow_host,
+            dense=self.search == "hybrid",
         )
         return source, PageCache(self.page_cache)
 

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 from env.sources.base import PageSource, SearchHit
 
-__all__ = ["PageSource", "SearchHit", "open_source", "check_spec", "SOURCE_SPECS"]
+__all__ = ["PageSource", "SearchHit", "open_source", "check_spec", "SOURCE_SPECS", "LOCAL_KINDS"]
 
 SOURCE_SPECS = "wiki | zim:PATH | jsonl:PATH | web | cache"
+LOCAL_KINDS = frozenset({"wiki", "zim", "jsonl"})
+"""Sources searched by our own engine (BM25 or hybrid); the others search elsewhere."""
 
 
 def open_source(
@@ -24,25 +26,27 @@ def open_source(
     searx: str | None = None,
     allow_private: bool = False,
     allow_hosts: Sequence[str] = (),
+    dense: bool = True,
 ) -> PageSource:
     """Build the source a spec names; ValueError (listing the valid specs) for anything else.
 
     `allow_private` and `allow_hosts` are for "web" (pages and the SearxNG endpoint): every
     private address, or exactly these hosts as written in URLs (each redirect hop is checked
-    again, so a host allowed does not open what it redirects to)."""
+    again, so a host allowed does not open what it redirects to). `dense=False`: a local source
+    (wiki, zim, jsonl) searches with BM25 alone, never loading the encoder or its vectors."""
     kind, arg = check_spec(spec)
     if kind == "wiki":
         from env.sources.wiki import local_wikipedia
 
-        return local_wikipedia()
+        return local_wikipedia(dense=dense)
     if kind == "zim":
         from env.sources.zim import ZimSource
 
-        return ZimSource(arg)
+        return ZimSource(arg, dense=dense)
     if kind == "jsonl":
         from env.sources.local import jsonl_source
 
-        return jsonl_source(arg)
+        return jsonl_source(arg, dense=dense)
     if kind == "web":
         from env.sources.searx import SearxSearch
         from env.sources.web import LiveWeb

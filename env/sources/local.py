@@ -125,4 +125,6 @@ def jsonl_source(
         lambda: [f"{d.title}. {d.text}" for d in docs],
     )
     cache = Path(cache_dir) if cache_dir else index_cache_dir()
-    return DocumentSource(f"jsonl:{path}", docs, hybrid_or_bm25(docs, index, cache, dense=dense))
+    return DocumentSource(
+        f"jsonl:{path}", docs, hybrid_or_bm25(docs, index, cache, dense=dense, corpus_key=key)
+    )

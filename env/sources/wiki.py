@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -132,6 +133,16 @@ class LocalWikipedia(DocumentSource):
         return "".join(out)
 
 
+def corpus_key(language: str, docs: Sequence[Document]) -> str:
+    """The cache key of the default corpus's BM25 index (its passage vectors' key derives from
+    it): the summaries package's version, so a new release rebuilds both."""
+    try:
+        version = metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:  # pragma: no cover - data read without the dist info
+        version = "unknown"
+    return "wiki-" + fingerprint(PACKAGE, version, language, len(docs))
+
+
 @lru_cache(maxsize=2)
 def local_wikipedia(
     language: str = "en-us", cache_dir: str | None = None, dense: bool = True
@@ -139,11 +150,7 @@ def local_wikipedia(
     """The default corpus, its index built on first use (~1 s) and loaded from disk after;
     hybrid search with the shipped passage vectors (`dense=False`: BM25 only)."""
     docs = load_summaries(language)
-    try:
-        version = metadata.version(PACKAGE)
-    except metadata.PackageNotFoundError:  # pragma: no cover - data read without the dist info
-        version = "unknown"
-    key = "wiki-" + fingerprint(PACKAGE, version, language, len(docs))
+    key = corpus_key(language, docs)
     cache = Path(cache_dir) if cache_dir else index_cache_dir()
     index = cached_index(cache, key, lambda: [f"{d.title}. {d.text}" for d in docs])
-    return LocalWikipedia(docs, hybrid_or_bm25(docs, index, cache, dense=dense))
+    return LocalWikipedia(docs, hybrid_or_bm25(docs, index, cache, dense=dense, corpus_key=key))

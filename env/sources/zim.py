@@ -156,7 +156,12 @@ class ZimSource:
             self._cache_dir, key, lambda: [f"{d.title}. {d.text}" for d in self.docs]
         )
         self._index = hybrid_or_bm25(
-            self.docs, bm25, self._cache_dir, dense=self._dense, passages=self._passages
+            self.docs,
+            bm25,
+            self._cache_dir,
+            dense=self._dense,
+            passages=self._passages,
+            corpus_key=key,
         )
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
