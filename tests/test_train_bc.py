@@ -32,6 +32,7 @@ from webagent.train_bc import (
     split_episodes,
     tokenize_row,
     weigh_cited,
+    weigh_decisions,
 )
 
 BIN = Path(sys.executable).parent
@@ -382,3 +383,44 @@ def test_validation_holds_out_whole_questions():
     held = {r.get("question_id", r["episode_id"]) for r in val}
     assert not held & {r.get("question_id", r["episode_id"]) for r in train}
     assert len(val) % 6 == 0 or "old1" in held
+
+
+def test_decision_rows_are_repeated_in_training_only_as_asked(tiny_dir, demos):
+    """Clicks on links other than 0, Back and a search again are repeated; the first search,
+    a click on link 0, quotes and answers are not. On real demonstrations, via `load_rows`."""
+
+    def row(episode: str, completion: str, phase: str = "browse") -> dict:
+        return {"episode_id": episode, "phase": phase, "completion": completion + "\n"}
+
+    first, click0, click3 = (
+        row("a", "Search Tigris"),
+        row("a", "Clicked on link 0"),
+        row("a", "Clicked on link 3"),
+    )
+    back, again = row("a", "Back"), row("a", "Search Baghdad river")
+    other = row("b", "Search Baghdad river")  # the first search of another episode
+    quote, answer = row("a", "Quote: the Tigris"), row("a", "Tigris [1]", "answer")
+    rows = [first, click0, click3, back, again, quote, other, answer]
+    assert weigh_decisions(rows, 1) == rows
+    assert weigh_decisions(rows, 2) == [
+        first,
+        click0,
+        click3,
+        click3,
+        back,
+        back,
+        again,
+        again,
+        quote,
+        other,
+        answer,
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        weigh_decisions(rows, 0)
+
+    loaded = load(str(tiny_dir))
+    real = load_rows(demos, format_for(loaded.tokenizer, examples=0), loaded.tokenizer)
+    weighed = weigh_decisions(real, 3)
+    added = [r for r in real if weighed.count(r) == 3]
+    assert added and len(weighed) == len(real) + 2 * len(added)
+    assert all(r["phase"] == "browse" and not r["completion"].startswith("Quote") for r in added)

@@ -128,6 +128,11 @@ class Args:
     """Training answer rows that cite a quote appear this many times per epoch. Cited answers
     are the expert's only on-target ones (18% of the recall demonstrations), too rare for the
     policy to learn when to copy and cite; validation rows are never repeated."""
+    decision_weight: int = 1
+    """Training browse rows that make a choice (a click on a link other than 0, Back, or a
+    search after the episode's first) appear this many times per epoch. They are a fifth of the
+    grounded expert's rows and one short command each, so the loss is spent on quotes and the
+    habitual first click; validation rows are never repeated."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -190,6 +195,41 @@ def weigh_cited(rows: list[dict], weight: int) -> list[dict]:
         for r in rows
         for _ in range(weight if r.get("phase") == "answer" and cited(r["completion"]) else 1)
     ]
+
+
+def row_command(row: dict):
+    """The browser command a browse row's completion writes (None for answers and non-commands)."""
+    from env.commands import CommandError, parse
+
+    if row.get("phase", "browse") != "browse":
+        return None
+    try:
+        return parse(row["completion"])
+    except CommandError:
+        return None
+
+
+def weigh_decisions(rows: list[dict], weight: int) -> list[dict]:
+    """Repeat browse rows that choose `weight` times (others once): a click on a link other
+    than 0, Back, or a search after an earlier search of its episode. Rows of an episode are in
+    step order, as `load_rows` gives them, which tells a first search from a later one."""
+    from env.commands import Back, Click, Search
+
+    if weight < 1:
+        raise ValueError(f"--decision-weight must be at least 1, got {weight}")
+    searched: set[str] = set()
+    out = []
+    for r in rows:
+        command = row_command(r)
+        choice = (
+            isinstance(command, Back)
+            or (isinstance(command, Click) and command.link_id != 0)
+            or (isinstance(command, Search) and r["episode_id"] in searched)
+        )
+        out.extend([r] * (weight if choice else 1))
+        if isinstance(command, Search):
+            searched.add(r["episode_id"])
+    return out
 
 
 def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -377,7 +417,7 @@ def main(args: Args) -> Path:
     if not rows:
         raise ValueError(f"{args.demos} holds no rows of phase {', '.join(args.phases)}")
     train_rows, val_rows = split_episodes(rows, args.val_fraction, args.val_seed)
-    train_rows = weigh_cited(train_rows, args.cited_weight)
+    train_rows = weigh_cited(weigh_decisions(train_rows, args.decision_weight), args.cited_weight)
     train = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in train_rows]
     val_rows = random.Random(args.val_seed).sample(val_rows, min(len(val_rows), args.max_val_rows))
     val = [tokenize_row(tokenizer, fmt, r, args.max_length) for r in val_rows]
@@ -418,6 +458,7 @@ def main(args: Args) -> Path:
         "phases": list(args.phases),
         "keep_browse": args.keep_browse,
         "cited_weight": args.cited_weight,
+        "decision_weight": args.decision_weight,
     }
     step, log = 0, {"train": [], "val": []}
     if (resumed := load_state(out / "last", model, optimizer, fingerprint)) is not None:
