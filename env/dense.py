@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -172,9 +173,12 @@ def tuned_id(path: Path) -> str:
 def load_lora(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """module name -> (A, B) of a saved low-rank delta (W += B @ A); ValueError if malformed."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k].astype(np.float32) for k in z.files}
-    except (OSError, ValueError) as exc:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ValueError("not an .npz archive")
+        with z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: unreadable encoder delta ({exc})") from exc
     out = {}
     for key, a in arrays.items():
@@ -184,6 +188,11 @@ def load_lora(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         b = arrays.get(name + ".B")
         if b is None or a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
             raise ValueError(f"{path}: bad low-rank pair for {name}")
+        if a.dtype.kind != "f" or b.dtype.kind != "f":
+            raise ValueError(f"{path}: {name} is {a.dtype}/{b.dtype}, not floating point")
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):  # would poison every vector
+            raise ValueError(f"{path}: {name} holds NaN or infinity")
         out[name] = (a, b)
     if not out or len(out) * 2 != len(arrays):
         raise ValueError(f"{path}: not an encoder delta (A/B pairs)")

@@ -267,6 +267,33 @@ def test_a_malformed_delta_is_refused(tmp_path):
         _ = dense.Encoder(tuned=bad).model
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("not a zip", "unreadable encoder delta"),
+        ("npy", "not an .npz archive"),
+        ("nan", "NaN or infinity"),
+        ("text", "not floating point"),
+    ],
+)
+def test_a_damaged_delta_file_is_a_clear_value_error(tmp_path, damage, message):
+    """Whatever is at the delta's path, loading it raises ValueError naming the file (never a
+    zipfile or context-manager error), and a delta that would make every vector NaN is refused."""
+    bad = tmp_path / "bad.npz"
+    a, b = np.zeros((2, 384), np.float32), np.zeros((384, 2), np.float32)
+    if damage == "not a zip":
+        bad.write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # a zip's magic, then nothing
+    elif damage == "npy":
+        np.save(bad.open("wb"), a)
+    elif damage == "nan":
+        dense.save_lora(bad, {"encoder.layer.0.output.dense": (a + np.nan, b)})
+    else:
+        np.savez(bad, **{"x.A": np.array([["a"]]), "x.B": np.array([["b"]])})
+    with pytest.raises(ValueError, match=message) as info:
+        dense.load_lora(bad)
+    assert str(bad) in str(info.value)
+
+
 def test_shipped_vectors_are_hashed_once_then_trusted_by_size_and_mtime(encoder, tmp_path):
     """A shipped array is checked against its record once (a stamp in the cache); a later
     change of the file (new mtime) is checked again and, if damaged, recomputed."""
