@@ -276,7 +276,13 @@ class Encoder:
                 model = SentenceTransformer(str(self.path), device="cpu")
             model.max_seq_length = self.max_seq_length
             if self.tuned is not None:
-                merge_lora(model[0].auto_model, load_lora(self.tuned))
+                pairs = load_lora(self.tuned)
+                if not self.id.endswith("+" + tuned_id(self.tuned)):  # rewritten since __init__
+                    raise ValueError(
+                        f"{self.tuned}: the encoder delta changed after this encoder was made"
+                        f" (its id, which keys cached vectors, names the old one): make a new one"
+                    )
+                merge_lora(model[0].auto_model, pairs)
             self._model = model
             self._fast = self._fast_path()
             self._query_model = model[0].auto_model

@@ -254,6 +254,27 @@ def test_a_tuned_encoder_has_its_own_vectors_and_a_new_delta_rebuilds_them(docs,
     assert len(list(cache.glob("dense-*"))) == 3
 
 
+def test_a_delta_rewritten_before_the_lazy_load_is_refused(docs, tmp_path):
+    """The id is taken from the delta's bytes when the encoder is made and the model loads
+    later: a delta rewritten in between (train_retriever saving a new one) must not be merged
+    under the old id, or its vectors would be cached (and reused) as the old delta's."""
+    name = "encoder.layer.5.attention.self.query"
+    rng = np.random.default_rng(1)
+    path = tmp_path / "d.npz"
+
+    def write() -> None:
+        a = rng.standard_normal((4, 384)).astype(np.float32) * 0.1
+        dense.save_lora(path, {name: (a, a.T.copy())})
+
+    write()
+    encoder = dense.Encoder(tuned=path)
+    write()  # new bytes at the same path
+    with pytest.raises(ValueError, match="changed after this encoder was made"):
+        dense_index(docs[:2], tmp_path / "cache", encoder=encoder, corpus_key="k")
+    assert not list((tmp_path / "cache").glob("dense-*"))
+    assert dense.Encoder(tuned=path).model is not None  # a new encoder takes the new delta
+
+
 def test_a_malformed_delta_is_refused(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros(3))
