@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -264,31 +265,36 @@ class Encoder:
         self._model = None
         self._query_model = None
         self._fast = False
+        self._load_lock = threading.Lock()
         self.adapter: QueryAdapter | None = None
         """Applied to query vectors only (passage vectors, and so caches, do not depend on it)."""
 
     @property
     def model(self):  # noqa: ANN201 - a SentenceTransformer, imported lazily
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            with quiet_progress():
-                model = SentenceTransformer(str(self.path), device="cpu")
-            model.max_seq_length = self.max_seq_length
-            if self.tuned is not None:
-                pairs = load_lora(self.tuned)
-                if not self.id.endswith("+" + tuned_id(self.tuned)):  # rewritten since __init__
-                    raise ValueError(
-                        f"{self.tuned}: the encoder delta changed after this encoder was made"
-                        f" (its id, which keys cached vectors, names the old one): make a new one"
-                    )
-                merge_lora(model[0].auto_model, pairs)
-            self._model = model
-            self._fast = self._fast_path()
-            self._query_model = model[0].auto_model
-            if self.int8_queries:
-                self._query_model = _int8(model[0].auto_model)
+            with self._load_lock:  # one load, and no caller sees a half-made encoder
+                if self._model is None:
+                    self._load()
         return self._model
+
+    def _load(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        with quiet_progress():
+            model = SentenceTransformer(str(self.path), device="cpu")
+        model.max_seq_length = self.max_seq_length
+        if self.tuned is not None:
+            pairs = load_lora(self.tuned)
+            if not self.id.endswith("+" + tuned_id(self.tuned)):  # rewritten since __init__
+                raise ValueError(
+                    f"{self.tuned}: the encoder delta changed after this encoder was made"
+                    f" (its id, which keys cached vectors, names the old one): make a new one"
+                )
+            merge_lora(model[0].auto_model, pairs)
+        self._fast = self._fast_path(model)
+        transformer = model[0].auto_model
+        self._query_model = _int8(transformer) if self.int8_queries else transformer
+        self._model = model  # last: set means every part is ready
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors."""
@@ -301,13 +307,14 @@ class Encoder:
         )
         return np.asarray(out, dtype=np.float32)
 
-    def _fast_path(self) -> bool:
+    @staticmethod
+    def _fast_path(model: object) -> bool:
         """True for a plain mean-pooled, normalised encoder (MiniLM): one query can skip
         sentence-transformers' batching machinery (~4 of a query's ~20 ms of CPU)."""
-        modules = [type(m).__name__ for m in self.model]
+        modules = [type(m).__name__ for m in model]  # type: ignore[attr-defined]
         if modules != ["Transformer", "Pooling", "Normalize"]:
             return False
-        config = getattr(self.model[1], "get_config_dict", dict)()
+        config = getattr(model[1], "get_config_dict", dict)()  # type: ignore[index]
         return config.get("pooling_mode") == "mean"
 
     def _encode_single(self, text: str) -> np.ndarray:

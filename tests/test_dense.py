@@ -275,6 +275,25 @@ def test_a_delta_rewritten_before_the_lazy_load_is_refused(docs, tmp_path):
     assert dense.Encoder(tuned=path).model is not None  # a new encoder takes the new delta
 
 
+def test_a_query_during_the_lazy_load_waits_for_the_whole_encoder():
+    """A second thread's first query while the encoder is still loading (here: while its int8
+    query copy is made) gets the int8 vector, not one from the half-made encoder's fp32
+    transformer (which `_encode_one` would then remember under the int8 key)."""
+    import threading
+
+    reference = dense.Encoder(int8_queries=True).encode_queries(["tiger habitat"])[0]
+    encoder = dense.Encoder(int8_queries=True)
+    loader = threading.Thread(target=lambda: encoder.encode_queries(["x"]))
+    loader.start()
+    seen = []
+    while loader.is_alive() and not seen:
+        if encoder._model is not None:  # the first moment the encoder says it is loaded
+            seen.append(encoder.encode_queries(["tiger habitat"])[0])
+    loader.join()
+    assert seen, "the load finished before the model was seen"
+    np.testing.assert_allclose(seen[0], reference, atol=1e-6)
+
+
 def test_a_malformed_delta_is_refused(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros(3))
