@@ -683,7 +683,9 @@ def dense_index(
 
 
 PASSAGE_SPLIT_VERSION = 1
-"""Bump when `split_passages` cuts pages differently: keys built from a corpus key change."""
+"""Bump when passages change for the same pages (`split_passages`, `_encoded`, or
+`env.search.split_sentences`): keys built from a corpus key change (the texts are not hashed;
+tests/test_dense.py checks the shipped vectors against today's passages)."""
 
 
 def dense_key(parts: Passages, encoder: Encoder, corpus_key: str | None = None) -> str:

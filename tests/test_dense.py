@@ -442,6 +442,17 @@ def test_default_corpus_ships_its_vectors(wiki, index_dir):
     assert "Tigris" in [h.title for h in hits]  # the answer's page
 
 
+def test_shipped_vectors_embed_todays_passages(wiki):
+    """The shipped vectors' key names the corpus (the summaries' version) and
+    PASSAGE_SPLIT_VERSION, not the passage texts: if splitting (split_passages, or the
+    sentence splitter it uses) changes without a version bump, the shipped rows no longer
+    embed the passages they are loaded for. Fails then: bump the version, re-embed."""
+    index = wiki.index.dense
+    rows = [0, len(index.passages) // 2, len(index.passages) - 1]
+    fresh = index.encoder.encode([index.passages.texts[i] for i in rows])
+    np.testing.assert_allclose(index.vectors[rows], fresh, atol=2e-3)
+
+
 def test_zim_source_searches_hybrid(tmp_path):
     from conftest import ZIM_PATH
 
