@@ -22,12 +22,14 @@ from webagent.config import PolicyArgs, load_policy
 from webagent.demos import generate
 from webagent.models import load, resolve
 from webagent.prompts import format_for
+from webagent.train_bc import Args as BCArgs
 from webagent.train_bc import (
     CompletionLoss,
     answer_style,
     collate,
     load_rows,
     lr_at,
+    main,
     micro_batches,
     split_episodes,
     tokenize_row,
@@ -424,3 +426,13 @@ def test_decision_rows_are_repeated_in_training_only_as_asked(tiny_dir, demos):
     added = [r for r in real if weighed.count(r) == 3]
     assert added and len(weighed) == len(real) + 2 * len(added)
     assert all(r["phase"] == "browse" and not r["completion"].startswith("Quote") for r in added)
+
+
+@pytest.mark.parametrize("flag", ["cited_weight", "decision_weight"])
+def test_a_bad_weight_fails_before_the_model_loads(flag, demos, tmp_path):
+    """--cited-weight / --decision-weight below 1 are refused first: the model named here does
+    not exist, so an error about it would mean the flag was checked after loading."""
+    args = BCArgs(demos=str(demos), model=str(tmp_path / "no-such-model"), out=str(tmp_path / "o"))
+    setattr(args, flag, 0)
+    with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} must be at least 1"):
+        main(args)

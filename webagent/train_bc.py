@@ -391,6 +391,8 @@ def main(args: Args) -> Path:
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(args.seed)
     out = Path(args.out)
+    weigh_cited([], args.cited_weight)  # a bad weight fails before any model loads
+    weigh_decisions([], args.decision_weight)
     if args.init is not None:
         if args.full:
             raise ValueError("--init continues a LoRA adapter; it cannot be combined with --full")
