@@ -436,3 +436,16 @@ def test_a_bad_weight_fails_before_the_model_loads(flag, demos, tmp_path):
     setattr(args, flag, 0)
     with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} must be at least 1"):
         main(args)
+
+
+@pytest.mark.parametrize("change", [{"max_length": 160}, {"lora_alpha": 8}, {"val_fraction": 0.5}])
+def test_resume_refuses_a_run_with_other_rows_or_adapter(change, tiny_dir, demos, tmp_path):
+    """OUT/last is resumed only by the same run: a rerun whose prompts are cut elsewhere, whose
+    adapter is scaled otherwise or whose validation split differs is refused, not mixed in."""
+    from dataclasses import replace
+
+    args = BCArgs(str(demos), str(tmp_path / "bc"), str(tiny_dir), max_steps=1, grad_accum=1)
+    main(args)
+    main(args)  # the same run resumes (finished: nothing left to do)
+    with pytest.raises(ValueError, match="other settings"):
+        main(replace(args, **change))
