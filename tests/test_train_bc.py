@@ -22,12 +22,14 @@ from webagent.config import PolicyArgs, load_policy
 from webagent.demos import generate
 from webagent.models import load, resolve
 from webagent.prompts import format_for
+from webagent.train_bc import Args as BCArgs
 from webagent.train_bc import (
     CompletionLoss,
     answer_style,
     collate,
     load_rows,
     lr_at,
+    main,
     micro_batches,
     split_episodes,
     tokenize_row,
@@ -424,3 +426,26 @@ def test_decision_rows_are_repeated_in_training_only_as_asked(tiny_dir, demos):
     added = [r for r in real if weighed.count(r) == 3]
     assert added and len(weighed) == len(real) + 2 * len(added)
     assert all(r["phase"] == "browse" and not r["completion"].startswith("Quote") for r in added)
+
+
+@pytest.mark.parametrize("flag", ["cited_weight", "decision_weight"])
+def test_a_bad_weight_fails_before_the_model_loads(flag, demos, tmp_path):
+    """--cited-weight / --decision-weight below 1 are refused first: the model named here does
+    not exist, so an error about it would mean the flag was checked after loading."""
+    args = BCArgs(demos=str(demos), model=str(tmp_path / "no-such-model"), out=str(tmp_path / "o"))
+    setattr(args, flag, 0)
+    with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} must be at least 1"):
+        main(args)
+
+
+@pytest.mark.parametrize("change", [{"max_length": 160}, {"lora_alpha": 8}, {"val_fraction": 0.5}])
+def test_resume_refuses_a_run_with_other_rows_or_adapter(change, tiny_dir, demos, tmp_path):
+    """OUT/last is resumed only by the same run: a rerun whose prompts are cut elsewhere, whose
+    adapter is scaled otherwise or whose validation split differs is refused, not mixed in."""
+    from dataclasses import replace
+
+    args = BCArgs(str(demos), str(tmp_path / "bc"), str(tiny_dir), max_steps=1, grad_accum=1)
+    main(args)
+    main(args)  # the same run resumes (finished: nothing left to do)
+    with pytest.raises(ValueError, match="other settings"):
+        main(replace(args, **change))

@@ -16,7 +16,7 @@ from env.browser import BrowserEnv, EnvConfig
 from env.limits import BrowseLimits
 from env.record import append_jsonl
 from reward.model import RewardModel, prepare_tokenizer
-from webagent.config import PolicyArgs, load_policy
+from webagent.config import EnvArgs, PolicyArgs, load_policy
 from webagent.demos import generate
 from webagent.models import trainable_policy
 from webagent.policy import Sampling
@@ -35,6 +35,7 @@ from webagent.train_ppo import (
     gae,
     ppo_loss,
     segments_of,
+    setup,
     spread,
     token_rewards,
     whiten_advantages,
@@ -325,3 +326,17 @@ def test_spread_and_whitening_follow_each_segment_s_generated_tokens():
     flat = torch.cat([s.advantages for s in segments])
     assert flat.mean().abs() < 1e-6 and (flat.std() - 1).abs() < 1e-6
     assert [len(s.advantages) for s in segments] == [2, 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("env", "flag"),
+    [(EnvArgs(source="web", search="bm25"), "--search"), (EnvArgs(max_actions=0), "--max-actions")],
+)
+def test_browser_flags_fail_before_any_model_loads(env, flag, tmp_path):
+    """PPO's browser flags are checked as every browsing command's are: the policy named here
+    does not exist, so an error about it would mean the flag was checked after loading (or never:
+    --search bm25 on the live web was accepted and ignored)."""
+    data = _questions(tmp_path)
+    args = Args(dataset=str(data), policy=str(tmp_path / "no-such-policy"), env=env)
+    with pytest.raises(ValueError, match=flag):
+        setup(args)

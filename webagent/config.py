@@ -78,7 +78,9 @@ class PolicyArgs:
     def quantized(self) -> bool:
         """Whether the policy samples with int8 weights: --int8 on a model loaded here (what a
         run records; an endpoint's arithmetic is the server's)."""
-        return self.int8 and not self.model.startswith("openai:")
+        from webagent.endpoint import is_endpoint_spec
+
+        return self.int8 and not is_endpoint_spec(self.model)
 
 
 @dataclass

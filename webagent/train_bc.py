@@ -391,6 +391,8 @@ def main(args: Args) -> Path:
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(args.seed)
     out = Path(args.out)
+    weigh_cited([], args.cited_weight)  # a bad weight fails before any model loads
+    weigh_decisions([], args.decision_weight)
     if args.init is not None:
         if args.full:
             raise ValueError("--init continues a LoRA adapter; it cannot be combined with --full")
@@ -459,6 +461,18 @@ def main(args: Args) -> Path:
         "keep_browse": args.keep_browse,
         "cited_weight": args.cited_weight,
         "decision_weight": args.decision_weight,
+        # the rest that shapes the rows, the adapter or the schedule: a resumed run is one run
+        "chat": args.chat,
+        "max_length": args.max_length,
+        "val_fraction": args.val_fraction,
+        "lora_alpha": args.lora_alpha,
+        "lora_dropout": args.lora_dropout,
+        "lora_targets": args.lora_targets,
+        "warmup_steps": args.warmup_steps,
+        "min_lr_ratio": args.min_lr_ratio,
+        "weight_decay": args.weight_decay,
+        "adam_betas": list(args.adam_betas),
+        "max_grad_norm": args.max_grad_norm,
     }
     step, log = 0, {"train": [], "val": []}
     if (resumed := load_state(out / "last", model, optimizer, fingerprint)) is not None:

@@ -550,6 +550,7 @@ def setup(args: Args) -> Trainer:
     from webagent.policy import Sampling
     from webagent.rollout import RunConfig
 
+    args.env.check()  # the browser flags (--max-actions, --search, ...) before anything loads
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(args.seed)
     questions = load_questions(args.dataset, require_answers=False)
