@@ -49,6 +49,11 @@ def main() -> None:
     ap.add_argument("--greedy", action="store_true", help="also run each policy greedily")
     ap.add_argument("--out", default="runs/bench-best-of")
     ap.add_argument(
+        "--no-int8",
+        action="store_true",
+        help="sample with fp32 weights; the figures in bench/README before 2026-11-28 are fp32",
+    )
+    ap.add_argument(
         "--runs",
         nargs="+",
         default=None,
@@ -87,7 +92,7 @@ def main() -> None:
                     dataset=args.dataset,
                     out=str(greedy),
                     limit=args.limit,
-                    policy=PolicyArgs(model=policy, temperature=0.0),
+                    policy=PolicyArgs(model=policy, temperature=0.0, int8=not args.no_int8),
                     env=env,
                 )
             )
@@ -102,7 +107,9 @@ def main() -> None:
                 limit=args.limit,
                 best_of=args.n,
                 rm=sample_rm,
-                policy=PolicyArgs(model=policy, temperature=args.temperature),
+                policy=PolicyArgs(
+                    model=policy, temperature=args.temperature, int8=not args.no_int8
+                ),
                 env=env,
             )
         )

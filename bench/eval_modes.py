@@ -40,6 +40,11 @@ def main() -> None:
         help="closed-book rag-K browse browse-free bc bc-free",
     )
     ap.add_argument("--quick", action="store_true", help="10 questions, 6 actions")
+    ap.add_argument(
+        "--no-int8",
+        action="store_true",
+        help="sample with fp32 weights; the figures in bench/README before 2026-11-28 are fp32",
+    )
     args = ap.parse_args()
     if args.quick:
         args.limit, args.max_actions = args.limit or 10, 6
@@ -55,7 +60,7 @@ def main() -> None:
             dataset=args.dataset,
             out=str(out),
             limit=args.limit,
-            policy=PolicyArgs(model=model, admissible_only=not free),
+            policy=PolicyArgs(model=model, admissible_only=not free, int8=not args.no_int8),
             env=EnvArgs(max_actions=args.max_actions),
         )
         if mode == "closed-book":

@@ -72,6 +72,11 @@ def main() -> None:
     ap.add_argument("--layouts", nargs="+", default=["passages"], choices=["passages", "browse"])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument(
+        "--no-int8",
+        action="store_true",
+        help="sample with fp32 weights; the figures in bench/README before 2026-11-28 are fp32",
+    )
     args = ap.parse_args()
     with open(args.results) as f:
         rows = [json.loads(line) for line in f][: args.limit]
@@ -99,7 +104,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     first = None
     for spec in args.policies:
-        policy = load_policy(PolicyArgs(model=spec))
+        policy = load_policy(PolicyArgs(model=spec, int8=not args.no_int8))
         for layout in args.layouts:
             prompts = [prompt_for(policy, layout, q, quotes) for _, q, quotes in items]
             t0, outs = time.perf_counter(), []

