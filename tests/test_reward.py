@@ -490,6 +490,10 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     second = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "from 1 questions" in second.stdout, "the first question is not sampled again"
+    other = subprocess.run(  # other sampling settings would mix two samplers in one file
+        [*cmd, "--no-int8"], env=cli_env, capture_output=True, text=True, timeout=600
+    )
+    assert other.returncode != 0 and "different run" in other.stderr, other.stderr[-2000:]
     episodes = [
         EpisodeRecord.from_dict(r)
         for r in read_jsonl(str(out).replace(".jsonl", ".episodes.jsonl"))
@@ -636,3 +640,24 @@ def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wik
     again = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "from 1 questions" in again.stdout, "only the browse-less one"
     assert len(list(read_jsonl(episodes_path(out)))) == len(episodes)
+
+
+def test_compare_refuses_to_append_to_comparisons_with_no_settings_record(tmp_path):
+    """A comparisons file from before the settings check may hold fp32 samples; appending int8
+    ones to it is refused before anything loads, and --repair still works on it."""
+    from test_demos import QUESTIONS, write_questions
+
+    from webagent.compare import CompareArgs, check_settings, settings_path
+
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:1])
+    out = tmp_path / "old.jsonl"
+    out.write_text('{"question": "x"}\n')
+    with pytest.raises(ValueError, match="predates the check"):
+        check_settings(CompareArgs(dataset=str(data), out=str(out)))
+    fresh = CompareArgs(dataset=str(data), out=str(tmp_path / "new.jsonl"))
+    check_settings(fresh)
+    assert settings_path(fresh.out).exists()
+    check_settings(fresh)  # the same settings resume
+    fresh.samples = 2
+    with pytest.raises(ValueError, match="samples"):
+        check_settings(fresh)

@@ -19,14 +19,16 @@ episodes already recorded again (with the current `--demos` and judge) instead o
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import tyro
 
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
+from reward.checkpoint import check_fingerprint
 from reward.comparisons import Comparison
 from reward.text import Answer
 from webagent.config import EnvArgs, PolicyArgs, at_least
@@ -75,6 +77,36 @@ def pairs(
 
 def episodes_path(out: str | Path) -> Path:
     return Path(str(out).replace(".jsonl", "") + ".episodes.jsonl")
+
+
+def settings_path(out: str | Path) -> Path:
+    return Path(str(out).replace(".jsonl", "") + ".config.json")
+
+
+def check_settings(args: CompareArgs) -> None:
+    """Refuse to append samples drawn with other settings than the ones OUT holds (say fp32
+    episodes, then int8 ones now that sampling is int8 by default): a reward model trained on
+    the mix would learn the two samplers apart. The first run writes them beside OUT."""
+    settings = {
+        "dataset": str(Path(args.dataset).resolve()),
+        "policy": {**asdict(args.policy), "int8": args.policy.quantized},
+        "env": asdict(args.env),
+        "samples": args.samples,
+        "judge": args.judge,
+        "answers_from": args.answers_from,
+    }
+    path = settings_path(args.out)
+    if path.exists():
+        check_fingerprint(json.loads(path.read_text()), settings, path)
+    elif Path(args.out).exists() and Path(args.out).stat().st_size:
+        raise ValueError(
+            f"{args.out} holds comparisons but no {path.name} naming the settings that drew "
+            "them (it predates the check; sampling is int8 by default since 2026-11-28): "
+            "use another --out, or --repair to pair its episodes again"
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
 
 
 def done_questions(out: str | Path) -> set[str]:
@@ -208,7 +240,8 @@ class CompareArgs:
     dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
     """Questions (any layout `eval` reads). Use training questions, never the evaluation set."""
     out: str = "runs/rm/comparisons.jsonl"
-    """Comparisons are appended here; episodes go beside it (*.episodes.jsonl); reruns resume."""
+    """Comparisons are appended here; episodes go beside it (*.episodes.jsonl), and the sampling
+    settings (*.config.json); reruns with the same settings resume."""
     policy: PolicyArgs = field(default_factory=lambda: PolicyArgs(temperature=0.3))
     """Samples as best-of-n draws them (0.3: see bench/README.md), so the reward model learns on them."""
     env: EnvArgs = field(default_factory=EnvArgs)
@@ -275,6 +308,7 @@ def sample_comparisons(args: CompareArgs) -> CompareResult:
     if args.repair:
         total = repair(args.out, questions, args.judge, demos, args.demos_when)
         return CompareResult(total, 0, repaired=True)
+    check_settings(args)
     browses: dict[str, list] = {}  # read before loading the model: a bad file fails at once
     for r in recorded_browses(args.answers_from) if args.answers_from else ():
         browses.setdefault(r.meta.get("question_id"), []).append(r)
