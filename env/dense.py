@@ -575,10 +575,15 @@ class DenseIndex:
         """Retriever protocol; cosines can be negative, so the scores are shifted to 1 + cos."""
         return [(d, 1.0 + s) for d, s in self.search_vector(self.query_vector(query), k)]
 
-    def best_passage(self, doc: int, passage_scores: np.ndarray) -> int:
+    def passages_of(self, doc: int) -> np.ndarray:
+        """A page's passage indices (passages are stored page by page)."""
         lo = self._starts[doc]
-        hi = self._starts[doc + 1] if doc + 1 < len(self._starts) else len(passage_scores)
-        return int(lo + np.argmax(passage_scores[lo:hi]))
+        hi = self._starts[doc + 1] if doc + 1 < len(self._starts) else len(self.vectors)
+        return np.arange(lo, hi)
+
+    def best_passage(self, doc: int, passage_scores: np.ndarray) -> int:
+        span = self.passages_of(doc)
+        return int(span[np.argmax(passage_scores[span])])
 
 
 def _top(scores: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -128,15 +128,8 @@ def train_adapter(args: Args) -> Path:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_q, val_q = split_questions(args)
-    docs = load_summaries()
     encoder = dense.shared_encoder(adapter=False, tuned=False)
-    index = dense_index(
-        docs,
-        index_cache_dir(),
-        encoder=encoder,
-        shipped=dense.SHIPPED_DIR,
-        corpus_key=corpus_key("en-us", docs),
-    )
+    index = default_corpus_index(encoder)
     texts = index.passages.texts
     start = time.perf_counter()
     pos_train = positives(texts, train_q)
@@ -213,6 +206,19 @@ def record(
     return out
 
 
+def default_corpus_index(encoder: dense.Encoder) -> dense.DenseIndex:
+    """The default corpus's passage vectors under `encoder` (the shipped ones when they are
+    its, else embedded once and cached, as the search itself finds them)."""
+    docs = load_summaries()
+    return dense_index(
+        docs,
+        index_cache_dir(),
+        encoder=encoder,
+        shipped=dense.SHIPPED_DIR,
+        corpus_key=corpus_key("en-us", docs),
+    )
+
+
 def split_questions(args: Args) -> tuple[list[Question], list[Question]]:
     """(training, validation) questions: the file minus its last `held_out`, whose last `val`
     validate."""
@@ -271,19 +277,11 @@ def train_lora(args: Args) -> Path:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_q, val_q = split_questions(args)
-    docs = load_summaries()
     stock = dense.Encoder(dense.DEFAULT_ENCODER)
-    index = dense_index(
-        docs,
-        index_cache_dir(),
-        encoder=stock,
-        shipped=dense.SHIPPED_DIR,
-        corpus_key=corpus_key("en-us", docs),
-    )
+    index = default_corpus_index(stock)
     bm25 = local_wikipedia(dense=False).index
     hybrid = HybridRetriever(bm25, index, dense.DEFAULT_HYBRID)
     texts = index.passages.texts
-    doc_of = index.passages.doc_of
     start = time.perf_counter()
     train_ex, _ = examples(train_q, hybrid, stock.encode([q.question for q in train_q]), args)
     val_vecs = stock.encode([q.question for q in val_q])
@@ -293,9 +291,7 @@ def train_lora(args: Args) -> Path:
         [d for d, _, _ in hybrid.search_passages(q.question, args.val_pool, qvec=v)]
         for q, v in zip(val_q, val_vecs, strict=True)
     ]
-    pool_passages = sorted(
-        {int(i) for pool in pools for d in pool for i in _passages_of(doc_of, d)}
-    )
+    pool_passages = sorted({int(i) for pool in pools for d in pool for i in index.passages_of(d)})
     print(
         f"{len(train_ex)} of {len(train_q)} training questions have 1-{args.max_positives}"
         f" positive passages and a hard negative; {len(pool_passages)} validation passages"
@@ -338,7 +334,7 @@ def train_lora(args: Args) -> Path:
             )
         hits = 0
         for q, pool, good in zip(qv, pools, val_pages, strict=True):
-            score = {d: max(float(vecs[i] @ q) for i in _passages_of(doc_of, d)) for d in pool}
+            score = {d: max(float(vecs[i] @ q) for i in index.passages_of(d)) for d in pool}
             top = sorted(pool, key=lambda d: (-score[d], pool.index(d)))[:3]
             hits += any(d in good for d in top)
         model.train()
@@ -398,11 +394,6 @@ def train_lora(args: Args) -> Path:
     out = args.out or dense.tuned_path(dense.DEFAULT_ENCODER)
     dense.save_lora(out, best[2])
     return record(out, args, stock.id, best[:2], "val re-ranked recall@3", len(train_ex))
-
-
-def _passages_of(doc_of: np.ndarray, doc: int) -> np.ndarray:
-    lo, hi = np.searchsorted(doc_of, [doc, doc + 1])
-    return np.arange(lo, hi)
 
 
 def _lora_pairs(model: object) -> dict[str, tuple[np.ndarray, np.ndarray]]:
