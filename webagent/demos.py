@@ -66,11 +66,20 @@ def _as_written(q: Question) -> str:
     return same[0] if same else q.answer.title()
 
 
+EXPERT_MAX_RESULTS = 2
+"""Results per search the expert opens at most (`demos --max-results`)."""
+
+
 class Expert:
     """Drives one `BrowserEnv` episode for a question whose answer it knows."""
 
     def __init__(
-        self, env: BrowserEnv, question: Question, rng: random.Random, *, max_results: int = 2
+        self,
+        env: BrowserEnv,
+        question: Question,
+        rng: random.Random,
+        *,
+        max_results: int = EXPERT_MAX_RESULTS,
     ):
         self.env, self.q, self.rng, self.max_results = env, question, rng, max_results
 
@@ -274,7 +283,7 @@ def generate(
     make_env: Callable[[], BrowserEnv],
     *,
     seed: int = 0,
-    max_results: int = 2,
+    max_results: int = EXPERT_MAX_RESULTS,
     recall: bool = False,
     trajectories: int = 1,
 ) -> Iterator[tuple[Question, EpisodeRecord | None]]:
@@ -375,7 +384,7 @@ class DemosArgs:
     """Only the first N questions."""
     seed: int = 0
     """Varies the expert's trajectories."""
-    max_results: int = 2
+    max_results: int = EXPERT_MAX_RESULTS
     """Results per search the expert opens, at most, before reformulating: the first of those
     that look right from the results page (`grounded_order`)."""
     trajectories: int = 1
