@@ -8,6 +8,7 @@ deletes the old one, so a kill leaves a complete `last` or (between the two rena
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -64,6 +65,18 @@ def check_fingerprint(stored: dict | None, current: dict, where: str | Path) -> 
         f"{where} was written by a different run, with other settings ({diff}); "
         "use another --out or delete it"
     )
+
+
+def settings_file(path: str | Path, settings: dict) -> None:
+    """A resumable output's settings, beside it: the first run writes them, a rerun must have
+    the same ones (keys the file has and `settings` lacks are not compared)."""
+    path = Path(path)
+    if path.exists():
+        before = json.loads(path.read_text())
+        check_fingerprint({k: before.get(k) for k in settings}, settings, path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
 
 
 def load_resume(target: str | Path, fingerprint: dict, name: str = "state.pt") -> dict | None:

@@ -19,7 +19,6 @@ episodes already recorded again (with the current `--demos` and judge) instead o
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Annotated
 import tyro
 
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
-from reward.checkpoint import check_fingerprint
+from reward.checkpoint import settings_file
 from reward.comparisons import Comparison
 from reward.text import Answer
 from webagent.config import EnvArgs, PolicyArgs, at_least
@@ -89,24 +88,20 @@ def check_settings(args: CompareArgs) -> None:
     the mix would learn the two samplers apart. The first run writes them beside OUT."""
     settings = {
         "dataset": str(Path(args.dataset).resolve()),
-        "policy": {**asdict(args.policy), "int8": args.policy.quantized},
+        "policy": args.policy.recorded(),
         "env": asdict(args.env),
         "samples": args.samples,
         "judge": args.judge,
         "answers_from": args.answers_from,
     }
     path = settings_path(args.out)
-    if path.exists():
-        check_fingerprint(json.loads(path.read_text()), settings, path)
-    elif Path(args.out).exists() and Path(args.out).stat().st_size:
+    if not path.exists() and Path(args.out).exists() and Path(args.out).stat().st_size:
         raise ValueError(
             f"{args.out} holds comparisons but no {path.name} naming the settings that drew "
             "them (it predates the check; sampling is int8 by default since 2026-11-28): "
             "use another --out, or --repair to pair its episodes again"
         )
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
+    settings_file(path, settings)
 
 
 def done_questions(out: str | Path) -> set[str]:

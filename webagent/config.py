@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Literal
 
@@ -81,6 +81,10 @@ class PolicyArgs:
         from webagent.endpoint import is_endpoint_spec
 
         return self.int8 and not is_endpoint_spec(self.model)
+
+    def recorded(self) -> dict:
+        """The settings a run records for this policy, with the arithmetic it really samples in."""
+        return {**asdict(self), "int8": self.quantized}
 
 
 @dataclass

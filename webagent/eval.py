@@ -28,7 +28,7 @@ from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
 from env.sources.local import url_key
-from reward.checkpoint import check_fingerprint
+from reward.checkpoint import settings_file
 from webagent import funnel
 from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
@@ -364,17 +364,12 @@ def run(args: EvalArgs) -> Path:
         "dataset": str(Path(args.dataset).resolve()),
         "mode": args.mode,
         "model": args.policy.model,
-        "policy": {**asdict(args.policy), "int8": args.policy.quantized},
+        "policy": args.policy.recorded(),
         "env": asdict(args.env),
         "best_of": args.best_of,
         "rm": args.rm,
     }
-    config_path = out / "config.json"
-    if config_path.exists():
-        before = json.loads(config_path.read_text())
-        check_fingerprint({k: before.get(k) for k in settings}, settings, config_path)
-    else:
-        config_path.write_text(json.dumps(settings, indent=2))
+    settings_file(out / "config.json", settings)
 
     results_path = out / "results.jsonl"
     finished = list(read_jsonl(results_path)) if results_path.exists() else []
