@@ -18,6 +18,10 @@ class LimitError(ValueError):
         super().__init__(f"{field} {problem}")
         self.field, self.problem = field, problem
 
+    def __reduce__(self):
+        # pickle rebuilds an exception from `args` (the one message), not from our two fields
+        return type(self), (self.field, self.problem)
+
 
 def _check_counts(limits: object, minimum: int = 1) -> None:
     """LimitError naming the field when a count is not a whole number >= `minimum`.

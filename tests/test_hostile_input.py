@@ -250,6 +250,18 @@ def test_browse_limits_refuse_empty_budgets():
             BrowseLimits(**bad)
 
 
+def test_a_limit_error_survives_pickling():
+    """It crosses process boundaries (multiprocessing workers, records) whole."""
+    import pickle
+
+    from env.limits import LimitError
+
+    back = pickle.loads(pickle.dumps(LimitError("max_actions", "must be at least 1, got 0")))
+    assert isinstance(back, LimitError)
+    assert (back.field, back.problem) == ("max_actions", "must be at least 1, got 0")
+    assert str(back) == "max_actions must be at least 1, got 0"
+
+
 # ----------------------------------------------------------------------------- records
 
 
