@@ -205,6 +205,7 @@ def test_ppo_cli_resumes_and_extends(bc_policy, tiny_rm, tmp_path, train_env):
     assert (out / "log.png").stat().st_size > 0 and (out / "value_head.safetensors").exists()
     meta = json.loads((out / "webagent.json").read_text())
     assert meta["kind"] == "ppo" and meta["iterations"] == 2 and meta["prompt"]["examples"] == 0
+    assert meta["rollouts"] == "int8", "int8 by default on a CPU, and recorded"
     assert load_policy(PolicyArgs(model=str(out))).format.examples == 0
 
 
@@ -302,6 +303,15 @@ def test_ppo_cli_answer_only_on_recorded_browses(bc_policy, tiny_rm, tmp_path, t
     assert [r["iteration"] for r in log] == [1, 2]
     assert all(r["episode_length"] == 0 and r["answered"] > 0 for r in log), "answer phase only"
     assert log[0]["kl"] == pytest.approx(0.0, abs=1e-4), "the first rollout is the reference's"
+
+
+def test_int8_rollouts_are_cpu_only():
+    """torch._int_mm on CUDA refuses products of 16 rows or fewer: rollouts there are fp32."""
+    from webagent.train_ppo import rollout_int8
+
+    assert rollout_int8(True, torch.device("cpu"))
+    assert not rollout_int8(True, torch.device("cuda", 0))  # a device name: no GPU needed
+    assert not rollout_int8(False, torch.device("cpu"))
 
 
 def test_episode_seeds_never_repeat_across_processes_iterations_and_sources():

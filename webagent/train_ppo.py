@@ -29,9 +29,10 @@ An iteration (each step is the function named in brackets; `main` calls them in 
 The policy is the BC LoRA adapter trained further; the reference is a frozen copy of it. The
 model stays in eval mode throughout (no dropout), so the log-probabilities recomputed for the
 update are those of the policy that sampled, up to int8's rounding: by default the rollouts
-sample with an int8 copy of the current weights (`rollout_policy`, ~3x faster episodes), the
-update stays fp32; `--no-int8` samples with the fp32 weights themselves. Every iteration is checkpointed to OUT/last; a
-rerun continues from there (a larger --iterations extends a finished run).
+sample with an int8 copy of the current weights (`rollout_policy`, ~3x faster episodes; on a
+CPU only), the update stays fp32; `--no-int8` samples with the fp32 weights themselves. Every
+iteration is checkpointed to OUT/last; a rerun continues from there (a larger --iterations
+extends a finished run).
 
 WebGPT's options: `--budget-range 20 100` samples each episode's action budget, and
 `--answer-only-fraction` adds episodes that reuse a finished browse's quotes and only answer.
@@ -131,8 +132,9 @@ class Args:
     """Tokens the policy may write per step (a command or the answer)."""
     int8: bool = True
     """Roll out with an int8 copy of the current weights (webagent.int8, made afresh each
-    iteration: ~3x faster episodes); the log-probs, values and update stay fp32. --no-int8
-    samples with the fp32 weights being trained."""
+    iteration: ~3x faster episodes); the log-probs, values and update stay fp32. CPU only: on
+    a CUDA device the rollouts are fp32 (said at the start, kept in the saved policy's
+    webagent.json as `rollouts`). --no-int8 samples with the fp32 weights being trained."""
     seed: int = 0
     """Seeds the question picks, budgets, episode sampling and minibatch order."""
     debug: bool = False
@@ -406,7 +408,7 @@ def env_factory(args: Args, rng: random.Random):
 def answer_only(
     policy, records: list[EpisodeRecord], seeds: list[int], args: Args
 ) -> list[EpisodeRecord]:
-    """WebGPT's answer-only episodes: each record's question and quotes, a freshly sampled answer."""
+    """WebGPT's answer-only episodes: each record's question and quotes, a newly sampled answer."""
     from webagent.policy import Sampling
     from webagent.rollout import RunConfig, reanswer
 
@@ -497,8 +499,10 @@ class Trainer:
     params: list
     scorer: Any
     acting: Any
-    """The policy that samples (an HFPolicy over the same LM as `net`, or with --int8 over
-    this iteration's int8 copy of it: `rollout_policy`)."""
+    """The policy that samples (an HFPolicy over the same LM as `net`, or with int8 rollouts
+    over this iteration's int8 copy of it: `rollout_policy`)."""
+    int8: bool
+    """Whether rollouts really sample with int8 weights (`rollout_int8`)."""
     loaded: Any
     """The LM being trained and its tokenizer (`webagent.models.LoadedModel`)."""
     run_config: Any
@@ -584,6 +588,7 @@ def setup(args: Args) -> Trainer:
         params=params,
         scorer=scorer,
         acting=None,
+        int8=rollout_int8(args.int8, accelerator.device),
         loaded=loaded,
         run_config=None,
         pad_id=ensure_pad_token(loaded.tokenizer),
@@ -592,6 +597,11 @@ def setup(args: Args) -> Trainer:
         reward_stats=RunningMeanStd(),
         kl_coef=args.kl_coef,
     )
+    if args.int8 and not run.int8:
+        accelerator.print(
+            f"--int8 rollouts run on a CPU only (torch._int_mm on {accelerator.device.type} "
+            "needs more than 16 rows; decoding has one per episode): rolling out in fp32"
+        )
     last = run.out / "last"
     if (state := load_resume(last, fingerprint)) is not None:
         restore_trainable(net, state["trainable"])
@@ -610,6 +620,12 @@ def setup(args: Args) -> Trainer:
         answer_max_new_tokens=args.max_new_tokens,
     )
     return run
+
+
+def rollout_int8(wanted: bool, device: torch.device) -> bool:
+    """Whether rollouts sample with an int8 copy: --int8 on a CPU. On CUDA `torch._int_mm`
+    refuses products of 16 rows or fewer, which decoding a few episodes at once makes."""
+    return wanted and torch.device(device).type == "cpu"
 
 
 def rollout_policy(run: Trainer):
@@ -631,7 +647,8 @@ def collect_episodes(run: Trainer, seeds: EpisodeSeeds, rng: random.Random) -> R
     """1. Rollout: this process's episodes from the source the settings choose, plus
     re-answers of its browses with --answer-only-fraction."""
     run.net.eval()
-    if run.args.int8:
+    if run.int8:
+        run.acting = None  # last iteration's int8 copy (~0.9 GB) goes before the next is made
         run.acting = rollout_policy(run)
     if run.browse_order is not None:
         episodes = recorded_browse_episodes(run, seeds)
@@ -797,6 +814,7 @@ def save_final(run: Trainer) -> None:
             "parent_policy": args.policy,
             "reward_model": args.rm,
             "iterations": len(run.log),
+            "rollouts": "int8" if run.int8 else "fp32",
             "log": run.log,
             "args": {k: v for k, v in asdict(args).items() if k != "debug"},
         }
