@@ -229,6 +229,23 @@ def merge_lora(model: object, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -
             weight += delta.to(weight.dtype)
 
 
+ENCODER_MODULES = ("sentence_transformers", "transformers", "torch")
+"""What the encoder imports when it loads (on the first search, not when a source opens)."""
+
+
+def encoder_missing() -> str | None:
+    """The first of `ENCODER_MODULES` that is not installed, else None: found without being
+    imported (no torch import), so a source can be refused when it opens, not at its first
+    search."""
+    for name in ENCODER_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # a broken parent package, or a module without spec
+            return name
+    return None
+
+
 class Encoder:
     """A sentence-transformers encoder returning unit vectors (cosine = dot product).
 
@@ -244,8 +261,8 @@ class Encoder:
         tuned: Path | None = None,
         int8_queries: bool = False,
     ):
-        if importlib.util.find_spec("sentence_transformers") is None:
-            raise ImportError("dense search needs sentence-transformers")
+        if (missing := encoder_missing()) is not None:
+            raise ImportError(f"dense search needs {missing}, which is not installed")
         self.name = name
         self.path = encoder_dir(name)
         self.max_seq_length = max_seq_length

