@@ -97,7 +97,7 @@ def test_browse_run_writes_every_output(dataset, tmp_path, tiny_dir, index_dir, 
         run(_args(dataset, tmp_path / "browse", tiny_dir, index_dir, limit=4, closed_book=True))
     fp32 = _args(dataset, tmp_path / "browse", tiny_dir, index_dir, limit=4)
     fp32.policy.int8 = False  # other arithmetic: not resumed into the int8 run either
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"policy\.int8: true → false\n.*rerun with --int8;"):
         run(fp32)
 
 

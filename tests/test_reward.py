@@ -494,6 +494,7 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
         [*cmd, "--no-int8"], env=cli_env, capture_output=True, text=True, timeout=600
     )
     assert other.returncode != 0 and "different run" in other.stderr, other.stderr[-2000:]
+    assert "policy.int8: true → false\nto continue it, rerun with --int8;" in other.stderr
     episodes = [
         EpisodeRecord.from_dict(r)
         for r in read_jsonl(str(out).replace(".jsonl", ".episodes.jsonl"))

@@ -27,7 +27,7 @@ from typing import Annotated
 import tyro
 
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
-from reward.checkpoint import settings_file
+from reward.checkpoint import flag_names, settings_file
 from reward.comparisons import Comparison
 from reward.text import Answer
 from webagent.config import EnvArgs, PolicyArgs, at_least
@@ -101,7 +101,7 @@ def check_settings(args: CompareArgs) -> None:
             "them (it predates the check; sampling is int8 by default since 2026-11-28): "
             "use another --out, or --repair to pair its episodes again"
         )
-    settings_file(path, settings)
+    settings_file(path, settings, flag_names(args))
 
 
 def done_questions(out: str | Path) -> set[str]:

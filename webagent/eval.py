@@ -28,7 +28,7 @@ from env.observation import strip_markup
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from env.sources import PageSource
 from env.sources.local import url_key
-from reward.checkpoint import settings_file
+from reward.checkpoint import flag_names, settings_file
 from webagent import funnel
 from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
 from webagent.datasets import Question, load_questions
@@ -369,7 +369,7 @@ def run(args: EvalArgs) -> Path:
         "best_of": args.best_of,
         "rm": args.rm,
     }
-    settings_file(out / "config.json", settings)
+    settings_file(out / "config.json", settings, flag_names(args))
 
     results_path = out / "results.jsonl"
     finished = list(read_jsonl(results_path)) if results_path.exists() else []

@@ -32,6 +32,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,7 +42,7 @@ import tyro
 
 from env.paths import file_sha256
 from env.record import EpisodeRecord, read_jsonl
-from reward.checkpoint import load_resume, restore_trainable, trainable_state, write_dir
+from reward.checkpoint import flag_names, load_resume, restore_trainable, trainable_state, write_dir
 from reward.lm import ensure_pad_token
 from webagent.answers import cited
 from webagent.checkpoints import save_policy
@@ -362,10 +363,13 @@ def save_state(directory: Path, model, optimizer, step: int, meta: dict) -> None
     write_dir(directory, fill)
 
 
-def load_state(directory: Path, model, optimizer, fingerprint: dict) -> tuple[int, dict] | None:
+def load_state(
+    directory: Path, model, optimizer, fingerprint: dict, flags: Collection[str] = ()
+) -> tuple[int, dict] | None:
     """Restore OUT/last if it was written by a run with the same data and settings
-    (`reward.checkpoint.load_resume`): (step, log), or None when there is nothing to resume."""
-    state = load_resume(directory, fingerprint)
+    (`reward.checkpoint.load_resume`, `flags` naming the settings that are flags): (step, log),
+    or None when there is nothing to resume."""
+    state = load_resume(directory, fingerprint, flags=flags)
     if state is None:
         return None
     restore_trainable(model, state["trainable"])
@@ -475,7 +479,8 @@ def main(args: Args) -> Path:
         "max_grad_norm": args.max_grad_norm,
     }
     step, log = 0, {"train": [], "val": []}
-    if (resumed := load_state(out / "last", model, optimizer, fingerprint)) is not None:
+    resumed = load_state(out / "last", model, optimizer, fingerprint, flag_names(args))
+    if resumed is not None:
         step, log = resumed
         accelerator.print(f"resuming from {out / 'last'} at step {step}/{total_steps}")
     wrapped = CompletionLoss(model)

@@ -54,7 +54,7 @@ import tyro
 
 from env.browser import BrowserEnv
 from env.record import EpisodeRecord
-from reward.checkpoint import load_resume, restore_trainable, trainable_state, write_dir
+from reward.checkpoint import flag_names, load_resume, restore_trainable, trainable_state, write_dir
 from webagent.checkpoints import save_policy
 from webagent.config import EnvArgs
 from webagent.models import checkpoint_meta, hidden_states, load, logits_for, trainable_policy
@@ -603,7 +603,7 @@ def setup(args: Args) -> Trainer:
             "needs more than 16 rows; decoding has one per episode): rolling out in fp32"
         )
     last = run.out / "last"
-    if (state := load_resume(last, fingerprint)) is not None:
+    if (state := load_resume(last, fingerprint, flags=flag_names(args))) is not None:
         restore_trainable(net, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         run.start, run.log, run.kl_coef = state["iteration"], state["log"], state["kl_coef"]
