@@ -119,6 +119,30 @@ def test_closed_book_and_rag_and_compare(dataset, tmp_path, tiny_dir, index_dir,
         compare([str(tmp_path / "nothing")], str(tmp_path / "cmp2"))
 
 
+def test_compare_tells_int8_from_fp32_and_one_search_from_another(tmp_path):
+    """Run labels name the arithmetic and the search engine where the runs differ in them."""
+    from webagent.eval import run_labels
+
+    configs = {
+        "a": {"policy": {"int8": True}, "env": {"search": "hybrid"}},
+        "b": {"policy": {"int8": False}, "env": {"search": "hybrid"}},
+        "c": {"policy": {"int8": True}, "env": {"search": "bm25"}},
+        "old": {"policy": {}, "env": {}},  # from before either was recorded
+    }
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+    dirs = [str(tmp_path / name) for name in configs]
+    assert run_labels(dirs) == [
+        "a (int8, search hybrid)",
+        "b (fp32, search hybrid)",
+        "c (int8, search bm25)",
+        "old (int8 ?, search ?)",
+    ]
+    assert run_labels(dirs[:2]) == ["a (int8)", "b (fp32)"]
+    assert run_labels([dirs[0], dirs[0]]) == ["a", "a"], "alike: the names alone"
+
+
 def test_resume_after_kill_loses_and_duplicates_nothing(dataset, tmp_path, tiny_dir, index_dir):
     out = tmp_path / "killed"
     env = {**os.environ, "WEBAGENT_CACHE": str(index_dir.parent)}

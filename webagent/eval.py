@@ -531,14 +531,38 @@ def _plot_by_actions(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def run_labels(dirs: Sequence[str]) -> list[str]:
+    """Each run's name in a comparison: its directory's, plus its arithmetic (int8 / fp32) and
+    search engine when the runs differ in them (from each config.json), so an int8 run and an
+    fp32 run of the same model are told apart."""
+    settings = []
+    for d in dirs:
+        path = Path(d) / "config.json"
+        settings.append(json.loads(path.read_text()) if path.exists() else {})
+    arithmetic = [
+        {True: "int8", False: "fp32"}.get(s.get("policy", {}).get("int8"), "int8 ?")
+        for s in settings
+    ]
+    search = [f"search {s.get('env', {}).get('search', '?')}" for s in settings]
+    tags = [[] for _ in dirs]
+    for column in (arithmetic, search):
+        if len(set(column)) > 1:
+            for row, tag in zip(tags, column, strict=True):
+                row.append(tag)
+    return [
+        Path(d).name + (f" ({', '.join(row)})" if row else "")
+        for d, row in zip(dirs, tags, strict=True)
+    ]
+
+
 def compare(dirs: Sequence[str], out: str) -> Path:
     """One report (table + bar chart) over several run directories."""
     summaries = []
-    for d in dirs:
+    for d, label in zip(dirs, run_labels(dirs), strict=True):
         path = Path(d) / "summary.json"
         if not path.exists():
             raise ValueError(f"{d} has no summary.json: run `webagent eval` there first")
-        summaries.append((Path(d).name, json.loads(path.read_text())))
+        summaries.append((label, json.loads(path.read_text())))
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     (target / "compare.md").write_text(
