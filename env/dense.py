@@ -310,6 +310,8 @@ class Encoder:
             merge_lora(model[0].auto_model, pairs)
         self._fast = self._fast_path(model)
         transformer = model[0].auto_model
+        if self.int8_queries and int8_unavailable() is not None:
+            self.int8_queries = False  # what really runs: fp32 queries, as passages
         self._query_model = _int8(transformer) if self.int8_queries else transformer
         self._model = model  # last: set means every part is ready
 
@@ -362,6 +364,31 @@ class Encoder:
 
     def encode_query(self, query: str) -> np.ndarray:
         return _encode_one(self, query)
+
+
+INT8_ENGINES = frozenset({"x86", "fbgemm", "onednn", "qnnpack"})
+"""torch's quantized engines that run dynamic int8 linear layers (`_int8`)."""
+
+
+@lru_cache(maxsize=1)
+def int8_unavailable() -> str | None:
+    """Why int8 query vectors cannot be made in this torch build (None: they can): it has no
+    quantized engine for dynamic int8 linear layers. Then queries are fp32, said once."""
+    import torch
+
+    engines = INT8_ENGINES & set(torch.backends.quantized.supported_engines)
+    if engines and torch.backends.quantized.engine in engines:
+        return None
+    reason = (
+        f"torch's quantized engines {torch.backends.quantized.supported_engines} "
+        f"(in use: {torch.backends.quantized.engine}) lack one of {sorted(INT8_ENGINES)}"
+    )
+    warnings.warn(
+        f"int8 query vectors are unavailable ({reason}): dense search embeds queries in fp32",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return reason
 
 
 def _int8(model: object) -> object:

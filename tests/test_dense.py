@@ -493,6 +493,31 @@ def test_single_query_fast_path_equals_batch_encoding():
         )
 
 
+def test_without_a_quantized_engine_queries_are_fp32_said_once(monkeypatch):
+    """Forced: a torch build whose quantized engines cannot run dynamic int8 linear layers."""
+    import warnings
+
+    import torch
+
+    dense.int8_unavailable.cache_clear()
+    assert dense.int8_unavailable() is None
+    monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", ["none"])
+    dense.int8_unavailable.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fast, exact = dense.Encoder(int8_queries=True), dense.Encoder()
+            query = ["Which river flows through Baghdad?"]
+            np.testing.assert_array_equal(fast.encode_queries(query), exact.encode_queries(query))
+            assert not fast.int8_queries, "it says what ran"
+            fast.encode_queries(["again"])
+            dense.Encoder(int8_queries=True).encode_queries(query)
+        said = [str(w.message) for w in caught if "int8 query vectors" in str(w.message)]
+        assert len(said) == 1 and "fp32" in said[0], said
+    finally:
+        dense.int8_unavailable.cache_clear()
+
+
 def test_int8_queries_stay_close_and_leave_passages_alone():
     """int8 queries are an approximation of the fp32 ones; passage vectors, hence caches, do
     not change."""

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from tiny import save_tiny, tiny_model, tiny_tokenizer
 
 from webagent.int8 import Int8Linear, quantize
 from webagent.policy import HFPolicy, Sampling
@@ -52,3 +52,33 @@ def test_quantized_lora_policy_decodes_and_a_row_is_the_same_alone_or_batched():
     ]
     assert [g.token_ids for g in batch] == [g.token_ids for g in single]
     assert all(len(g.token_ids) > 0 for g in batch)
+
+
+def test_without_the_int8_kernel_the_policy_samples_fp32_and_says_so(tmp_path, monkeypatch):
+    """Forced: a torch whose int8 product fails. One warning, fp32 sampling, int8 recorded
+    false (what really ran), and PPO rolls out in fp32 too."""
+    import warnings
+
+    from webagent.config import PolicyArgs, load_policy
+    from webagent.int8 import unavailable
+    from webagent.train_ppo import rollout_int8
+
+    def no_kernel(*_args):
+        raise RuntimeError("_int_mm: no int8 kernel for this CPU")
+
+    unavailable.cache_clear()
+    assert unavailable() is None and PolicyArgs().recorded()["int8"] is True
+    monkeypatch.setattr(torch, "_int_mm", no_kernel)
+    unavailable.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            args = PolicyArgs(model=str(save_tiny(tmp_path / "tiny")))
+            assert args.recorded()["int8"] is False and not args.quantized
+            policy = load_policy(args)
+            assert not rollout_int8(True, torch.device("cpu"))
+        assert not policy.name.endswith("+int8"), "samples with the fp32 weights"
+        said = [str(w.message) for w in caught if "int8 sampling is unavailable" in str(w.message)]
+        assert len(said) == 1 and "fp32" in said[0] and "no int8 kernel" in said[0], said
+    finally:
+        unavailable.cache_clear()

@@ -76,11 +76,16 @@ class PolicyArgs:
 
     @property
     def quantized(self) -> bool:
-        """Whether the policy samples with int8 weights: --int8 on a model loaded here (what a
-        run records; an endpoint's arithmetic is the server's)."""
+        """Whether the policy samples with int8 weights: --int8 on a model loaded here, where
+        the int8 kernel runs (else fp32, said once: `webagent.int8.unavailable`). What a run
+        records; an endpoint's arithmetic is the server's."""
         from webagent.endpoint import is_endpoint_spec
 
-        return self.int8 and not is_endpoint_spec(self.model)
+        if not self.int8 or is_endpoint_spec(self.model):
+            return False
+        from webagent.int8 import unavailable  # imports torch: only when int8 is asked for
+
+        return unavailable() is None
 
     def recorded(self) -> dict:
         """The settings a run records for this policy, with the arithmetic it really samples in."""

@@ -18,6 +18,8 @@ where the policy multiplies only the allowed rows of it (a constrained row); an 
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any
 
 import torch
@@ -48,6 +50,28 @@ class Int8Linear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why int8 sampling cannot run in this process (None: it can), found by one tiny product
+    with the kernel `Int8Linear` needs. When it cannot, one warning says so, and the policy
+    samples in fp32 (`PolicyArgs.quantized`, which runs record as their int8 setting)."""
+    try:
+        product = torch._int_mm(
+            torch.ones(2, 16, dtype=torch.int8), torch.ones(16, 8, dtype=torch.int8)
+        )
+        reason = None if int(product[0, 0]) == 16 else "torch._int_mm computes wrong products"
+    except (AttributeError, NotImplementedError, RuntimeError) as exc:
+        reason = f"torch._int_mm fails on this CPU or torch build: {exc}"
+    if reason is not None:
+        warnings.warn(
+            f"int8 sampling is unavailable ({reason}): sampling in fp32 instead, and recording "
+            "int8 as false (--no-int8 asks for this directly)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return reason
 
 
 def quantize(model: Any) -> Any:

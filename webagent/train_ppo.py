@@ -623,9 +623,12 @@ def setup(args: Args) -> Trainer:
 
 
 def rollout_int8(wanted: bool, device: torch.device) -> bool:
-    """Whether rollouts sample with an int8 copy: --int8 on a CPU. On CUDA `torch._int_mm`
-    refuses products of 16 rows or fewer, which decoding a few episodes at once makes."""
-    return wanted and torch.device(device).type == "cpu"
+    """Whether rollouts sample with an int8 copy: --int8 on a CPU where the int8 kernel runs
+    (`webagent.int8.unavailable`). On CUDA `torch._int_mm` refuses products of 16 rows or
+    fewer, which decoding a few episodes at once makes."""
+    from webagent.int8 import unavailable
+
+    return wanted and torch.device(device).type == "cpu" and unavailable() is None
 
 
 def rollout_policy(run: Trainer):
