@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -334,16 +334,13 @@ def model_card(directory: str | Path, name: str | None = None) -> str:
         body = f"**{base}** fine-tuned in full, with a scalar head"
     val = meta.get("validation", {})
     counts = meta.get("comparisons", {})
+    defaults = {f.name: f.default for f in fields(Args)}
     flags = [
-        f"--{k.replace('_', '-')} {v}"
-        for k, v in args.items()
-        if k not in ("comparisons", "out", "model", "debug", "lora") and v is not None
+        (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}"
+        for k, v in ((k.replace("_", "-"), v) for k, v in args.items() if defaults.get(k) != v)
+        if k not in ("comparisons", "out", "model", "debug")
     ]
-    command = " ".join(
-        ["webagent train rm", str(meta.get("data")), "--model", str(base)]
-        + (["--lora"] if args.get("lora") else [])
-        + flags
-    )
+    command = " ".join(["webagent train rm", str(meta.get("data")), "--model", str(base), *flags])
     lines = [
         f"# {name}: a webagent reward model",
         "",
@@ -361,7 +358,11 @@ def model_card(directory: str | Path, name: str | None = None) -> str:
         f"- {counts.get('train')} training and {counts.get('val')} held-out comparisons; whole "
         f"questions are held out ({args.get('val_fraction')} of them, seed {args.get('seed')}); "
         f"ties {'kept (preference 0.5)' if args.get('ties', True) else 'dropped'}, "
-        f"at most {args.get('per_question') or 'every'} comparison(s) per question.",
+        + (
+            f"at most {args['per_question']} comparisons per question."
+            if args.get("per_question")
+            else "every comparison of each question."
+        ),
         "",
         "## Training",
         "",
@@ -381,7 +382,7 @@ def model_card(directory: str | Path, name: str | None = None) -> str:
                 "lora_r",
             )
         ),
-        f"| seconds (last session) | {_fmt(meta.get('seconds_this_session'))} |",
+        f"| seconds (last session) | {meta.get('seconds_this_session')} |",
         "",
         "Loss: Bradley-Terry cross-entropy with soft labels (a tie pulls the two rewards together).",
         "",
