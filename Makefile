@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # torch's CPU build is installed first: a plain `torch` requirement would pull a CUDA build.
 TORCH_WHEELS := $(wildcard /opt/wheels/torch-$(TORCH_VERSION)*cpu*.whl)
 
-.PHONY: setup ask test lint format bench clean-cache train-bc eval-bc
+.PHONY: setup ask test lint format bench clean-cache train-bc eval-bc ship-rm
 
 # Training data: questions from ../shared (never dev.jsonl for training).
 TRAIN ?= ../shared/data/triviaqa/train.jsonl
@@ -59,6 +59,17 @@ train-bc: setup
 	mkdir -p $(POLICY_DIR)
 	cp runs/bc/policy-cited/adapter_config.json runs/bc/policy-cited/adapter_model.safetensors \
 		runs/bc/policy-cited/webagent.json $(POLICY_DIR)/
+
+# Ship a reward model trained with `webagent train rm ... --lora --out $(RM_DIR)` as --best-of's default
+# (webagent.config.DEFAULT_RM names it): adapter, head, reward.json and the MODEL_CARD.md facts
+# training wrote (fill in its TODOs) go into the package, ~15 MB on gemma3-270m.
+RM_DIR ?= runs/rm/gemma
+RM_NAME ?= rm-gemma3-270m
+ship-rm:
+	grep -q '"format": "adapter"' $(RM_DIR)/reward.json || { echo "$(RM_DIR): not a LoRA adapter reward model"; exit 1; }
+	mkdir -p webagent/policies/$(RM_NAME)
+	cp $(RM_DIR)/adapter_config.json $(RM_DIR)/adapter_model.safetensors $(RM_DIR)/head.safetensors \
+		$(RM_DIR)/reward.json $(RM_DIR)/MODEL_CARD.md webagent/policies/$(RM_NAME)/
 
 # The comparison table of the model card (closed-book, rag-3, few-shot and BC browsing on dev).
 eval-bc: setup

@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +31,7 @@ from env.paths import file_sha256
 from reward.checkpoint import load_resume, write_dir
 from reward.comparisons import Comparison, read_comparisons
 from reward.label import labels_path, merged
-from reward.model import RewardModel, encode, prepare_tokenizer
+from reward.model import META, RewardModel, encode, prepare_tokenizer
 from reward.text import reward_text
 
 
@@ -47,7 +47,8 @@ class Args:
     model: str = "gemma3-270m"
     """Body: a HF model directory (`webagent train rm` also accepts webagent's model names)."""
     lora: bool = False
-    """Train LoRA adapters on the body (merged into it when saved) instead of every weight."""
+    """Train LoRA adapters on the body instead of every weight; the reward model is then saved
+    as the adapter and head alone (megabytes), on the base model named by --model."""
     lora_r: int = 16
     """LoRA rank with --lora (its alpha is twice the rank)."""
     epochs: int = 2
@@ -176,7 +177,10 @@ def rewards_of(
     return r0, r1
 
 
-def main(args: Args) -> dict:
+def main(args: Args, base_name: str | None = None) -> dict:
+    """Train and save; `base_name` is how the loading application names the body (webagent's
+    `train rm` resolves --model, e.g. gemma3-270m, to the directory in args.model and passes the
+    name, which an adapter reward model records to find its base again; default args.model)."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -279,7 +283,7 @@ def main(args: Args) -> dict:
 
     final = history[-1] if history else {}
     meta = {
-        "base_model": args.model,
+        "base_model": base_name or args.model,
         "max_length": args.max_length,
         "data": args.comparisons,
         "data_sha256": fingerprint["data_sha256"],
@@ -290,8 +294,128 @@ def main(args: Args) -> dict:
         "seconds_this_session": round(time.time() - t0, 1),
     }
     model.save(out, tokenizer, meta)
-    print(f"saved reward model -> {out}")
+    (out / CARD).write_text(model_card(out))
+    print(f"saved reward model -> {out} (facts for its card in {out / CARD})")
     return meta
+
+
+CARD = "MODEL_CARD.md"
+"""A reward model's card, beside its reward.json (a shipped one keeps it in the package)."""
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.3f}"
+    return "—" if value is None else str(value)
+
+
+def model_card(directory: str | Path, name: str | None = None) -> str:
+    """The card's facts, from what training recorded in reward.json: data, recipe, and held-out
+    accuracy beside the two length baselines, per epoch. Sections marked TODO are the writer's
+    (why this model, what it is for, limits): figures come from here, never typed by hand."""
+    directory = Path(directory)
+    meta = json.loads((directory / META).read_text())
+    args = meta.get("args", {})
+    base = meta.get("base_model", "?")
+    name = name or directory.name
+    weights = directory / "adapter_model.safetensors"
+    if meta.get("format") == "adapter" and weights.is_file():
+        from safetensors.torch import load_file
+
+        n = sum(t.numel() for t in load_file(weights).values())
+        size = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+        body = (
+            f"A LoRA adapter (rank {args.get('lora_r')}, alpha {2 * args.get('lora_r', 0)}, every "
+            f"linear layer; {n:,} parameters) and a scalar head on **{base}** "
+            f"({meta.get('base', {}).get('parameters', 0):,} parameters, frozen; "
+            f"{size / 2**20:.1f} MB in all)"
+        )
+    else:
+        body = f"**{base}** fine-tuned in full, with a scalar head"
+    val = meta.get("validation", {})
+    counts = meta.get("comparisons", {})
+    defaults = {f.name: f.default for f in fields(Args)}
+    flags = [
+        (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}"
+        for k, v in ((k.replace("_", "-"), v) for k, v in args.items() if defaults.get(k) != v)
+        if k not in ("comparisons", "out", "model", "debug")
+    ]
+    command = " ".join(["webagent train rm", str(meta.get("data")), "--model", str(base), *flags])
+    lines = [
+        f"# {name}: a webagent reward model",
+        "",
+        f"{body}, pooled at its "
+        f"{'last token' if meta.get('pooling') == 'last' else 'mean token'}. It scores an answer "
+        "with its quotes (`reward.text.reward_text`, at most "
+        f"{meta.get('max_length')} tokens); `webagent ask/eval --best-of N` keep the candidate "
+        "it scores highest.",
+        "",
+        "TODO: why this model, and what it was trained to prefer.",
+        "",
+        "## Data",
+        "",
+        f"- Comparisons: `{meta.get('data')}` (sha256 `{meta.get('data_sha256')}`).",
+        f"- {counts.get('train')} training and {counts.get('val')} held-out comparisons; whole "
+        f"questions are held out ({args.get('val_fraction')} of them, seed {args.get('seed')}); "
+        f"ties {'kept (preference 0.5)' if args.get('ties', True) else 'dropped'}, "
+        + (
+            f"at most {args['per_question']} comparisons per question."
+            if args.get("per_question")
+            else "every comparison of each question."
+        ),
+        "",
+        "## Training",
+        "",
+        f"`{command}`",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *(
+            f"| {k} | {_fmt(args.get(k))} |"
+            for k in (
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "warmup_steps",
+                "weight_decay",
+                "max_length",
+                "lora_r",
+            )
+        ),
+        f"| seconds (last session) | {meta.get('seconds_this_session')} |",
+        "",
+        "Loss: Bradley-Terry cross-entropy with soft labels (a tie pulls the two rewards together).",
+        "",
+        "## Held-out accuracy",
+        "",
+        "Non-tied held-out comparisons where the higher score goes to the preferred answer, beside "
+        "two length biases a judge can fall for (a length tie counts half):",
+        "",
+        "| epoch | train loss | n | accuracy | prefer longer answer | prefer more quotes "
+        "| reward-length correlation |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {h.get('epoch')} | {_fmt(h.get('train_loss'))} | {_fmt(h.get('n'))} | "
+            f"{_fmt(h.get('accuracy'))} | {_fmt(h.get('longer_answer_accuracy'))} | "
+            f"{_fmt(h.get('more_quotes_accuracy'))} | {_fmt(h.get('reward_length_correlation'))} |"
+            for h in meta.get("history", [])
+        ),
+        "",
+        f"Final: accuracy {_fmt(val.get('accuracy'))} on {_fmt(val.get('n'))} comparisons "
+        f"(longer answer {_fmt(val.get('longer_answer_accuracy'))}, more quotes "
+        f"{_fmt(val.get('more_quotes_accuracy'))}).",
+        "",
+        "## Use",
+        "",
+        f'`webagent ask "…" --best-of 4 --rm {name}` (`--rm` is not needed if it is the default, '
+        "`webagent.config.DEFAULT_RM`); `webagent eval DATASET --best-of 4 --temperature 0.7`.",
+        "",
+        "## Limits",
+        "",
+        "TODO: what it misjudges (e.g. its length correlation above), the data it has not seen.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if (

@@ -388,11 +388,15 @@ def cli_env(tmp_path, index_dir) -> dict:
 
 @pytest.fixture
 def tiny_rm(tiny_body, tmp_path) -> Path:
-    model = RewardModel.from_body(tiny_body)
+    """An adapter-format reward model (LoRA + head; the base found from its reward.json), as
+    the shipped one is: eval and ask below score with it."""
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
     from reward.model import prepare_tokenizer
 
+    model = RewardModel.from_body(tiny_body)
+    model.body = get_peft_model(model.body, LoraConfig(r=4, target_modules="all-linear"))
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_body))
     model.save(tmp_path / "rm", tok, {"base_model": str(tiny_body), "max_length": 256})
     return tmp_path / "rm"
@@ -554,14 +558,17 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     assert [c["score"] for r in again for c in r["candidates"]] == pytest.approx(flat, abs=1e-4)
     with pytest.raises(ValueError, match="episodes"):
         rescore([{**rows[0], "candidates": [{"score": 0.0, "em": 0.0}]}], scorer)
-    no_rm = subprocess.run(
-        [str(BIN / "webagent"), "eval", str(data), "--best-of", "2", "--out", str(tmp_path / "x")],
+    no_rm = subprocess.run(  # (no --rm: the shipped default, tested in test_reward_adapter.py)
+        [
+            *(str(BIN / "webagent"), "eval", str(data), "--best-of", "2"),
+            *("--rm", str(tmp_path / "none"), "--out", str(tmp_path / "x")),
+        ],
         env=cli_env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert no_rm.returncode == 1 and "--rm" in no_rm.stderr
+    assert no_rm.returncode == 1 and "no reward model" in no_rm.stderr, no_rm.stderr
 
     ask = subprocess.run(
         [

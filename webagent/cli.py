@@ -41,7 +41,8 @@ class AskArgs:
     best_of: int = 1
     """Sample N episodes (batched) and answer with the one the reward model scores best."""
     rm: str | None = None
-    """Reward model directory for --best-of (see `webagent train rm`)."""
+    """Reward model for --best-of: a directory (`webagent train rm`) or a shipped name.
+    Default: the shipped one (`webagent.config.DEFAULT_RM`)."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -101,10 +102,9 @@ def check_flags(args: object) -> None:
 def ask(args: AskArgs) -> int:
     from env.record import append_jsonl
     from webagent.answers import describe_step, format_answer, to_json
-    from webagent.config import load_policy, run_config
+    from webagent.config import best_of_rm, load_policy, run_config
 
-    if args.best_of > 1 and not args.rm:
-        raise ValueError("--best-of needs a reward model: --rm DIR (see `webagent train rm`)")
+    args.rm = best_of_rm(args.best_of, args.rm)  # before the policy loads
     make_env = args.env.env_factory()
     if not args.json:
         print(f"Loading {args.policy.model} …", file=sys.stderr, flush=True)
@@ -338,10 +338,15 @@ def train(argv: list[str]) -> int:
     args = tyro.cli(module.Args, args=argv[1:], config=(tyro.conf.OmitArgPrefixes,))
     try:
         if argv[0] == "rm":  # reward/ knows HF directories only; webagent resolves model names
+            from pathlib import Path
+
             from webagent.models import body_dir
 
-            args.model = str(body_dir(args.model))
-        module.main(args)
+            name, args.model = args.model, str(body_dir(args.model))
+            # a reward model records its base by name (a directory by its absolute path)
+            module.main(args, base_name=args.model if Path(name).exists() else name)
+        else:
+            module.main(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

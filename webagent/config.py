@@ -30,6 +30,9 @@ and reformulates, so it needs more room than the policy it teaches."""
 
 DEFAULT_POLICY = "bc-gemma3-270m"
 """The shipped behaviour-cloned policy (webagent/policies/, see its MODEL_CARD.md)."""
+DEFAULT_RM = "rm-gemma3-270m"
+"""The shipped reward model `--best-of N` uses when `--rm` is not given (webagent/policies/, a
+LoRA adapter and head on its base model; see its MODEL_CARD.md)."""
 
 
 @dataclass
@@ -186,6 +189,24 @@ def check_host(host: str) -> str:
             f"not {host!r}: no scheme, port or path"
         )
     return host
+
+
+def best_of_rm(best_of: int, rm: str | None) -> str | None:
+    """The reward model directory `--best-of N` scores with: `--rm` (a directory or a shipped
+    name), else :data:`DEFAULT_RM`; `rm` unchanged when N is 1. Called before any model loads,
+    so a missing or broken reward model fails first."""
+    if best_of <= 1:
+        return rm
+    from webagent.models import reward_model_dir, shipped_reward_models
+
+    if rm is None:
+        if DEFAULT_RM not in shipped_reward_models():
+            raise ValueError(
+                f"--best-of needs a reward model and the default one ({DEFAULT_RM}) is not "
+                "installed: give --rm DIR (see `webagent train rm`)"
+            )
+        rm = DEFAULT_RM
+    return str(reward_model_dir(rm))
 
 
 def load_policy(args: PolicyArgs):

@@ -30,7 +30,14 @@ from env.sources import PageSource
 from env.sources.local import url_key
 from reward.checkpoint import flag_names, settings_file
 from webagent import funnel
-from webagent.config import EnvArgs, PolicyArgs, load_policy, run_config, sampling_of
+from webagent.config import (
+    EnvArgs,
+    PolicyArgs,
+    best_of_rm,
+    load_policy,
+    run_config,
+    sampling_of,
+)
 from webagent.datasets import Question, load_questions
 from webagent.metrics import (
     any_alias_in,
@@ -76,7 +83,8 @@ class EvalArgs:
     best_of: int = 1
     """Sample N episodes per question and keep the one the reward model (--rm) scores best."""
     rm: str | None = None
-    """Reward model checkpoint for --best-of."""
+    """Reward model for --best-of: a directory (`webagent train rm`) or a shipped name.
+    Default: the shipped one (`webagent.config.DEFAULT_RM`)."""
     limit: int | None = None
     """Evaluate only the first N questions."""
     batch: int = 8
@@ -353,8 +361,7 @@ def run(args: EvalArgs) -> Path:
     """Evaluate (resuming if the run directory has results) and write the reports."""
     if args.dataset is None:
         raise ValueError("give a dataset to evaluate, or --compare DIR DIR ...")
-    if args.best_of > 1 and not args.rm:
-        raise ValueError("--best-of needs a reward model: --rm DIR (see `webagent train rm`)")
+    args.rm = best_of_rm(args.best_of, args.rm)  # before the policy loads
     if args.best_of > 1 and args.policy.temperature == 0:
         raise ValueError("--best-of needs sampling: give --temperature > 0 (e.g. 0.3)")
     out = Path(args.out)

@@ -300,6 +300,41 @@ def body_dir(spec: str) -> Path:
     return _prepare_resolved(r)
 
 
+def shipped_reward_models() -> dict[str, Path]:
+    """Name -> directory of every reward model under :data:`POLICIES_DIR` (``rm-<base>``: a
+    LoRA adapter and head on a base model, with reward.json and a model card)."""
+    from reward.model import META
+
+    if not POLICIES_DIR.is_dir():
+        return {}
+    return {d.name: d for d in sorted(POLICIES_DIR.iterdir()) if (d / META).is_file()}
+
+
+def reward_model_dir(spec: str) -> Path:
+    """The directory of a reward model spec: a shipped name (:func:`shipped_reward_models`) or a
+    reward model directory (`webagent train rm`). Checked before anything loads: its files are
+    there and an adapter's base model resolves (no weights are read or prepared here)."""
+    from reward.model import read_meta
+
+    shipped = shipped_reward_models()
+    path = shipped.get(spec) or Path(spec).expanduser()
+    if not path.is_dir():
+        raise ModelSpecError(
+            f"no reward model {spec!r}: not a directory nor a shipped reward model "
+            f"({', '.join(shipped) or 'none is installed'}); train one with `webagent train rm`"
+        )
+    meta = read_meta(path)
+    if meta.get("format") == "adapter":
+        base = meta.get("base_model")
+        if not isinstance(base, str) or not base:
+            raise ModelSpecError(f"{path}: reward.json names no base_model for its adapter")
+        if base in ENCODERS:
+            body_dir(base)  # cheap: finds the package's files, or says which to install
+        else:
+            resolve(base)
+    return path
+
+
 def checkpoint_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """A trained policy's ``webagent.json`` (empty for plain models)."""
     path = Path(directory) / _CHECKPOINT_META
@@ -858,3 +893,14 @@ def last_token_logits(
         attention_mask = torch.ones_like(input_ids)
     hidden = hidden_states(model, input_ids, attention_mask)
     return logits_for(model, hidden, last_positions(attention_mask))
+
+
+def _register_reward_bases() -> None:
+    """An adapter reward model names its base ("gemma3-270m", "all-minilm-l6-v2"); reward/
+    cannot import webagent, so webagent lends it :func:`body_dir` to find the directory."""
+    from reward.model import set_base_resolver
+
+    set_base_resolver(body_dir)
+
+
+_register_reward_bases()

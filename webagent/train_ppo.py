@@ -57,7 +57,14 @@ from env.record import EpisodeRecord
 from reward.checkpoint import flag_names, load_resume, restore_trainable, trainable_state, write_dir
 from webagent.checkpoints import save_policy
 from webagent.config import EnvArgs
-from webagent.models import checkpoint_meta, hidden_states, load, logits_for, trainable_policy
+from webagent.models import (
+    checkpoint_meta,
+    hidden_states,
+    load,
+    logits_for,
+    reward_model_dir,
+    trainable_policy,
+)
 from webagent.rollout import answerable
 
 
@@ -70,7 +77,7 @@ class Args:
     policy: str = "bc-gemma3-270m"
     """The BC policy checkpoint (LoRA): the starting point and the frozen KL reference."""
     rm: str = "runs/rm/model"
-    """Reward model directory (`webagent train rm`)."""
+    """Reward model: a directory (`webagent train rm`) or a shipped name (rm-gemma3-270m)."""
     out: str = "runs/ppo"
     """Run directory: the trained policy, OUT/last (resume state), log.jsonl and log.png."""
     env: EnvArgs = field(default_factory=EnvArgs)
@@ -561,6 +568,7 @@ def setup(args: Args) -> Trainer:
     if not questions:
         raise ValueError(f"{args.dataset} holds no questions")
     browses = browses_of(args.browses, questions) if args.browses else None  # before any model
+    rm = reward_model_dir(args.rm)  # a shipped name or a directory, checked before any model
     loaded = trainable_policy(args.policy)
     reference = load(args.policy).model.eval()
     reference.requires_grad_(False)
@@ -568,7 +576,7 @@ def setup(args: Args) -> Trainer:
     net = PolicyAndValue(loaded.model, args.temperature).eval()
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps)
-    scorer = RewardScorer(args.rm)
+    scorer = RewardScorer(rm)
     # one shuffle, then a cycle: a slice no larger than one iteration's episodes replays the
     # same browses every iteration, so its mean reward tracks the policy alone
     browse_order = (
