@@ -14,7 +14,8 @@ from tiny import save_tiny
 
 from env.observation import SavedQuote
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
-from reward.best_of_n import pick, rank
+from reward.best_of_n import agreement as vote_agreement
+from reward.best_of_n import judge, pick, rank, vote_weight_of
 from reward.comparisons import (
     Comparison,
     ComparisonError,
@@ -377,6 +378,45 @@ def test_best_of_n_picks_the_top_scored_candidate(tiny_body):
     assert ranked.scores[3] > ranked.scores[1] and ranked.best == 1
     assert pick([5.0, 1.0], named=[False, False]) == 0, "if nothing names an answer, scores decide"
     assert not Answer("[1]").names_something and Answer("Tigris [1]").names_something
+
+
+def test_agreement_is_the_share_of_the_other_candidates_with_the_same_answer():
+    answers = ["The Tigris [1]", "tigris", "Nile [2]", "[1]", None, "Tigris.[3]"]
+    assert vote_agreement(answers) == [0.4, 0.4, 0.0, 0.0, 0.0, 0.4], (
+        "citations and case do not count"
+    )
+    assert vote_agreement(["", "", "[1]"]) == [0.0, 0.0, 0.0], "empty answers agree with nothing"
+    assert vote_agreement(["Tigris"]) == [0.0] and vote_agreement([]) == []
+    assert vote_agreement(["The", "the"]) == [0.0, 0.0], "nothing left after normalising"
+
+
+def test_the_judge_adds_the_vote_to_the_reward():
+    class Fixed:
+        meta = {"best_of": {"vote_weight": 1.0}}
+
+        def score(self, question, answers):
+            return [{"Nile [1]": 0.5}.get(a.text, 0.0) for a in answers]
+
+    records = [
+        EpisodeRecord(str(i), "q", "wiki", answer=a)
+        for i, a in enumerate(["Nile [1]", "Tigris [1]", "The Tigris", "[1]", "[2]"])
+    ]
+    ranked = rank("q", records, Fixed())  # the reward model's own weight: 1
+    assert ranked.scores == [0.5, 0.0, 0.0, 0.0, 0.0]
+    assert ranked.agreement == [0.0, 0.25, 0.25, 0.0, 0.0]
+    assert ranked.final == [0.5, 0.25, 0.25, 0.0, 0.0] and ranked.best == 0
+    assert rank("q", records, Fixed(), vote_weight=4.0).best == 1, "the first of a tie"
+    assert rank("q", records, Fixed(), vote_weight=0.0).final == ranked.scores
+    # citation-only answers agreeing with each other are not a vote for nothing
+    assert judge([0.0, 0.0, 0.0], ["[1]", "[1]", "Nile"], 5.0).best == 2
+    Fixed.meta = {}
+    assert vote_weight_of(Fixed()) == 0.0, "no best_of in reward.json: the reward model alone"
+    for bad in [{"best_of": {"vote_weight": -1}}, {"best_of": {"vote_weight": "x"}}]:
+        Fixed.meta = bad
+        with pytest.raises(ValueError, match="vote weight"):
+            rank("q", records, Fixed())
+    with pytest.raises(ValueError, match="vote weight"):
+        judge([0.0], ["a"], float("nan"))
 
 
 @pytest.fixture
