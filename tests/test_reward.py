@@ -40,6 +40,7 @@ from webagent.compare import (
     record_question,
     repair,
 )
+from webagent.config import BEST_OF_TEMPERATURE
 from webagent.datasets import Question
 from webagent.eval import best_of_curve, rescore
 
@@ -451,6 +452,29 @@ def test_best_of_curve_counts_questions_won_and_lost_against_best_of_1():
     assert two["seconds_per_question"] == 2.0
 
 
+def test_best_of_curve_counts_the_vote_among_the_first_k_only():
+    def cand(answer, score, em):
+        return {"answer": answer, "score": score, "em": em, "seconds": 1.0}
+
+    # the reward model prefers Nile; Tigris wins a vote among 4 but not among 2
+    row = {
+        "vote_weight": 1.5,
+        "candidates": [
+            cand("Nile [1]", 0.4, 0.0),
+            cand("Tigris [1]", 0.0, 1.0),
+            cand("The Tigris", 0.0, 1.0),
+            cand("Euphrates", 0.3, 0.0),
+        ],
+    }
+    one, two, four = best_of_curve([row])
+    assert (one["em"], two["em"], four["em"]) == (0.0, 0.0, 1.0)
+    assert four["won"] == 1 and two["won"] == 0
+    assert best_of_curve([row], vote_weight=0.0)[2]["em"] == 0.0, "an explicit weight wins"
+    assert best_of_curve([{k: v for k, v in row.items() if k != "vote_weight"}])[2]["em"] == 0.0, (
+        "rows from before the vote are judged by the reward model alone"
+    )
+
+
 def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):
     """The episodes are appended before the comparisons: a kill in between leaves a question
     done but unpaired. The next run pairs it, once, and loses or repeats nothing."""
@@ -577,6 +601,8 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     scorer = RewardScorer(tiny_rm)
     for row in rows:
         scores = [c["score"] for c in row["candidates"]]
+        assert [c["temperature"] for c in row["candidates"]] == [0.0, 1.0, 1.0]
+        assert [c["final"] for c in row["candidates"]] == scores, "this reward model: no vote"
         assert len(scores) == 3 and row["best"] == pick(scores)
         assert row["answer"] == row["candidates"][row["best"]]["answer"]
         ep = EpisodeRecord.from_dict(row["episode"])
@@ -602,33 +628,22 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     )
     assert no_rm.returncode == 1 and "--rm" in no_rm.stderr
 
-    ask = subprocess.run(
-        [
-            str(BIN / "webagent"),
-            "ask",
-            "Which river flows through Baghdad?",
-            "--model",
-            str(tiny_body),
-            "--examples",
-            "1",
-            "--max-actions",
-            "3",
-            "--best-of",
-            "2",
-            "--rm",
-            str(tiny_rm),
-            "--json",
-        ],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert ask.returncode == 0, ask.stderr[-2000:]
-    obj = json.loads(ask.stdout)
-    assert len(obj["candidates"]) == 2 and obj["best"] == pick(
-        [c["score"] for c in obj["candidates"]]
-    )
+    def ask(*flags: str) -> dict:
+        cmd = [str(BIN / "webagent"), "ask", "Which river flows through Baghdad?", *flags]
+        cmd += ["--model", str(tiny_body), "--examples", "1", "--max-actions", "3", "--json"]
+        done = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    obj = ask("--best-of", "3", "--rm", str(tiny_rm), "--vote-weight", "2")
+    cands = obj["candidates"]
+    assert [c["temperature"] for c in cands] == [0.0, BEST_OF_TEMPERATURE, BEST_OF_TEMPERATURE]
+    assert obj["vote_weight"] == 2.0 and obj["best"] == pick([c["final"] for c in cands])
+    ranked = judge([c["score"] for c in cands], [c["answer"] for c in cands], 2.0)
+    assert [c["agreement"] for c in cands] == ranked.agreement
+    assert [c["final"] for c in cands] == pytest.approx(ranked.final)
+    greedy = ask()  # candidate 0 is the plain greedy episode
+    assert greedy["answer"] == cands[0]["answer"] and len(greedy["actions"]) == cands[0]["actions"]
 
 
 def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wiki):

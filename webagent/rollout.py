@@ -60,6 +60,23 @@ class Task:
         return run if self.temperature is None else replace(run, temperature=self.temperature)
 
 
+def best_of_tasks(
+    question: str, n: int, temperature: float, *, meta: dict | None = None, seed: int = 0
+) -> list[Task]:
+    """Best-of-n's n episodes of one question: candidate 0 greedy (so best-of-1 is the greedy
+    policy, and best-of-n can only add to it), candidates 1..n-1 sampled at `temperature`.
+    Candidate k samples with seed `seed + k` and carries `meta` plus `candidate: k`."""
+    return [
+        Task(
+            question,
+            {**(meta or {}), "candidate": k},
+            seed=seed + k,
+            temperature=0.0 if k == 0 else temperature,
+        )
+        for k in range(n)
+    ]
+
+
 @dataclass
 class _Slot:
     index: int
