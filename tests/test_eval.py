@@ -152,6 +152,8 @@ def test_resume_after_kill_loses_and_duplicates_nothing(dataset, tmp_path, tiny_
     assert done.returncode == 0, done.stderr
     ids = [r["question_id"] for r in read_jsonl(results)]
     assert sorted(ids) == [i for i, _, _ in QUESTIONS]  # each exactly once
+    seeds = {r["question_id"]: r["episode"]["seed"] for r in read_jsonl(results)}
+    assert seeds == {q: i for i, (q, _, _) in enumerate(QUESTIONS)}, "seeds by position"
     assert json.loads((out / "summary.json").read_text())["n"] == len(QUESTIONS)
 
 

@@ -202,7 +202,10 @@ def _rows_browse(
     n = max(1, args.best_of)
     config = run_config(args.policy, batch_size=args.batch)
     if n == 1:
-        tasks = [Task(q.question, {"question_id": q.id}, seed=positions[q.id]) for q in questions]
+        tasks = [
+            Task(q.question, {"question_id": q.id, "candidate": 0}, seed=positions[q.id])
+            for q in questions
+        ]
         for i, record in run_episodes(policy, tasks, make_env, config):
             yield questions[i], episode_row(questions[i], record, cache, corpus)
         return
