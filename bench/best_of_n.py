@@ -10,9 +10,11 @@ The candidates are sampled once, by an ordinary resumable `webagent eval --best-
 --rm picks there: `--sample-rm`, else the first of `--rms`); every other reward model rescores the same episodes, so the
 rows differ only in the judge. Best-of-k reads the first k candidates of each question; its
 s/question is those k episodes' share of the batched compute plus scoring (WebGPT's question:
-where does the compute-efficient n land for this model size?). `--runs DIR…` skips sampling:
-each reward model reranks the candidates earlier runs kept. `oracle` counts a question right
-when any of the k candidates is. With several `--policies` each samples into OUT/<name>, and
+where does the compute-efficient n land for this model size?). Candidate 1 is the greedy
+episode and the others are sampled at --temperature, so best-of-1 is greedy decoding; the judge
+adds --vote-weight (default: each reward model's own) times a candidate's agreement with the
+other k-1 to its reward. `--runs DIR…` skips sampling: each reward model reranks the candidates
+earlier runs kept. `oracle` counts a question right when any of the k candidates is. With several `--policies` each samples into OUT/<name>, and
 `EM / first` compares every row with the first policy's best-of-1 under the first reward
 model; `--greedy` adds each policy's greedy (temperature 0) run.
 """
@@ -24,7 +26,7 @@ import json
 from pathlib import Path
 
 from env.record import read_jsonl
-from webagent.config import MAX_ACTIONS, EnvArgs, PolicyArgs
+from webagent.config import BEST_OF_TEMPERATURE, MAX_ACTIONS, EnvArgs, PolicyArgs
 from webagent.eval import EvalArgs, best_of_curve, rescore, run
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "triviaqa" / "dev.jsonl"
@@ -43,7 +45,19 @@ def main() -> None:
         help="reward model of the sampling run (default: the first of --rms)",
     )
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--temperature", type=float, default=0.3)
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=BEST_OF_TEMPERATURE,
+        help="the sampled candidates' temperature (the first candidate is greedy)",
+    )
+    ap.add_argument(
+        "--vote-weight",
+        type=float,
+        default=None,
+        help="weight of a candidate's agreement with the others, added to its reward "
+        "(default: each reward model's own, reward.json best_of.vote_weight, else 0)",
+    )
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-actions", type=int, default=MAX_ACTIONS)
     ap.add_argument("--greedy", action="store_true", help="also run each policy greedily")
@@ -72,7 +86,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.runs:  # the runs hold their questions: no dataset needed
-        return rerank(args.runs, args.rms, Path(args.out), args.min_candidates)
+        return rerank(args.runs, args.rms, Path(args.out), args.min_candidates, args.vote_weight)
     if not Path(args.dataset).exists():
         print(f"skipped: {args.dataset} not found (../shared/data is not beside the repo)")
         return
@@ -107,6 +121,7 @@ def main() -> None:
                 limit=args.limit,
                 best_of=args.n,
                 rm=sample_rm,
+                vote_weight=args.vote_weight,
                 policy=PolicyArgs(
                     model=policy, temperature=args.temperature, int8=not args.no_int8
                 ),
@@ -115,7 +130,7 @@ def main() -> None:
         )
         rows = list(read_jsonl(out / "results.jsonl"))
         for rm in args.rms:
-            scored = rows if rm == sample_rm else rescore(rows, scorers[rm])
+            scored = rows if rm == sample_rm else rescore(rows, scorers[rm], args.vote_weight)
             curve = curves.setdefault(f"{policy} | {rm}", best_of_curve(scored))
             table += [
                 (
@@ -129,7 +144,7 @@ def main() -> None:
                 for c in curve
             ]
     n = len(rows)
-    print(f"\nT={args.temperature}, {n} questions, {args.max_actions} actions\n")
+    print(f"\n1 greedy + T={args.temperature}, {n} questions, {args.max_actions} actions\n")
     first = next((r[3] for r in table if r[1] == "best-of-1"), 0)
     print(
         "| policy | decoding | reward model | EM | EM / first best-of-1 | oracle EM | s/question |"
@@ -145,8 +160,15 @@ def main() -> None:
     (Path(args.out) / "curves.json").write_text(json.dumps(curves, indent=2))
 
 
-def rerank(runs: list[str], rms: list[str], out: Path, min_candidates: int | None = None) -> None:
-    """Best-of-k of recorded candidates under each reward model (no sampling)."""
+def rerank(
+    runs: list[str],
+    rms: list[str],
+    out: Path,
+    min_candidates: int | None = None,
+    vote_weight: float | None = None,
+) -> None:
+    """Best-of-k of recorded candidates under each reward model (no sampling); `vote_weight`
+    None: each reward model's own."""
     from reward.model import RewardScorer
 
     rows = join_runs(runs)
@@ -160,7 +182,7 @@ def rerank(runs: list[str], rms: list[str], out: Path, min_candidates: int | Non
     )
     print("|---|---|---|---|---|---|---|")
     for rm in rms:
-        curve = curves[rm] = best_of_curve(rescore(rows, RewardScorer(rm)))
+        curve = curves[rm] = best_of_curve(rescore(rows, RewardScorer(rm), vote_weight))
         for c in curve:
             print(
                 f"| {_rm_name(rm)} | {c['k']} | {c['em']:.3f} | "

@@ -3,14 +3,34 @@
 Training (`reward.train_rm`), best-of-n and PPO all score `reward_text(...)`, so a reward model
 always sees answers laid out the way it was trained on. Quotes are cut to `max_quote_chars`
 each (the answer is never cut) so long quotes cannot push the answer out of the model's window.
+Answers are compared as TriviaQA compares them (`normalize_answer`): here, because both the
+metrics (`webagent.metrics`) and best-of-n's vote (`reward.best_of_n`) need the same rule.
 """
 
 from __future__ import annotations
 
+import re
+import string
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from env.citations import CITATION
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation + "‘’´`")
+
+
+def normalize_answer(text: str | None) -> str:
+    """TriviaQA's official answer normalisation (triviaqa_evaluation.normalize_answer).
+
+    Plus Unicode NFC first, so a composed and a decomposed "é" compare equal.
+    """
+    text = unicodedata.normalize("NFC", text or "")
+    text = text.replace("_", " ").lower()
+    text = "".join(ch if ch not in _PUNCT else " " for ch in text)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,11 @@ class Answer:
     def names_something(self) -> bool:
         """The answer has words besides its citations (`[1]` alone or nothing answers nothing)."""
         return any(ch.isalnum() for ch in CITATION.sub("", self.text))
+
+    @property
+    def normalized(self) -> str:
+        """The answer as TriviaQA compares it, citations removed ("" if it names nothing)."""
+        return normalize_answer(CITATION.sub("", self.text))
 
     def to_dict(self) -> dict:
         return {"text": self.text, "quotes": [vars(q) for q in self.quotes]}

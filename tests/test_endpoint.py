@@ -195,6 +195,21 @@ def test_retries_are_bounded_and_other_errors_are_not_retried(scripted):
         policy.generate(["[]"], max_new_tokens=4)
 
 
+def test_each_request_carries_its_rows_temperature(scripted):
+    url, handler = scripted
+    handler.script = [(200, _chat_answer("Back")) for _ in range(3)]
+    policy = EndpointPolicy(f"openai:{url}#m", config=FAST)
+    prompts = [policy.prompt("browse", f"observation {i}") for i in range(3)]
+    rows = [Sampling(temperature=t, top_p=0.9, seed=5) for t in (0.7, 0.0, 0.7)]
+    policy.generate(prompts, sampling=rows, seeds=[1, 2, 3])
+    sent = {
+        b["messages"][-1]["content"]: (b["temperature"], b["seed"])
+        for m, _, b in handler.seen
+        if m.startswith("POST")
+    }
+    assert sent == {"observation 0": (0.7, 1), "observation 1": (0.0, 2), "observation 2": (0.7, 3)}
+
+
 def test_vllm_server_gets_the_admissible_regex(scripted):
     url, handler = scripted
     handler.owned_by = "vllm"

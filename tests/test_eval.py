@@ -176,7 +176,66 @@ def test_resume_after_kill_loses_and_duplicates_nothing(dataset, tmp_path, tiny_
     assert done.returncode == 0, done.stderr
     ids = [r["question_id"] for r in read_jsonl(results)]
     assert sorted(ids) == [i for i, _, _ in QUESTIONS]  # each exactly once
+    seeds = {r["question_id"]: r["episode"]["seed"] for r in read_jsonl(results)}
+    assert seeds == {q: i for i, (q, _, _) in enumerate(QUESTIONS)}, "seeds by position"
     assert json.loads((out / "summary.json").read_text())["n"] == len(QUESTIONS)
+
+
+def test_best_of_plays_greedy_first_and_resumes_by_position(
+    dataset, tmp_path, tiny_dir, index_dir, monkeypatch
+):
+    """Candidate 0 is the greedy episode (best-of-1 is the greedy run), the others sample at
+    the default best-of temperature; a resumed run samples what an uninterrupted one would;
+    the judge takes the reward model's vote weight; a run dir of other settings is refused."""
+    from transformers import AutoTokenizer
+
+    from reward.best_of_n import judge
+    from reward.model import RewardModel, prepare_tokenizer
+    from webagent.config import BEST_OF_TEMPERATURE
+
+    monkeypatch.setenv("WEBAGENT_CACHE", str(index_dir.parent))
+    rm = tmp_path / "rm"
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_dir))
+    meta = {"base_model": str(tiny_dir), "max_length": 256, "best_of": {"vote_weight": 0.5}}
+    RewardModel.from_body(tiny_dir).save(rm, tok, meta)
+
+    greedy = list(
+        read_jsonl(
+            run(_args(dataset, tmp_path / "g", tiny_dir, index_dir, limit=3)) / "results.jsonl"
+        )
+    )
+    bo = lambda limit, **kw: _args(  # noqa: E731
+        dataset, tmp_path / "bo", tiny_dir, index_dir, limit=limit, best_of=3, rm=str(rm), **kw
+    )
+    run(bo(1))
+    out = run(bo(3))  # resumes: questions 2 and 3 only
+    rows = list(read_jsonl(out / "results.jsonl"))
+    assert [r["question_id"] for r in rows] == ["d1", "d2", "d3"]
+    for qi, (row, plain) in enumerate(zip(rows, greedy, strict=True)):
+        cands = row["candidates"]
+        assert [c["temperature"] for c in cands] == [0.0, BEST_OF_TEMPERATURE, BEST_OF_TEMPERATURE]
+        assert [c["episode"]["seed"] for c in cands] == [3 * qi, 3 * qi + 1, 3 * qi + 2]
+        first = cands[0]["episode"]
+        assert [s["action"] for s in first["steps"]] == [
+            s["action"] for s in plain["episode"]["steps"]
+        ]
+        assert cands[0]["answer"] == plain["answer"] and cands[0]["em"] == plain["em"]
+        assert row["vote_weight"] == 0.5
+        ranked = judge([c["score"] for c in cands], [c["answer"] for c in cands], 0.5)
+        assert [c["agreement"] for c in cands] == ranked.agreement
+        assert [c["final"] for c in cands] == pytest.approx(ranked.final)
+        assert row["best"] == ranked.best and row["answer"] == cands[row["best"]]["answer"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_of_curve"][0]["em"] == sum(r["em"] for r in greedy) / 3
+    config = json.loads((out / "config.json").read_text())
+    assert config["best_of_temperature"] == BEST_OF_TEMPERATURE and config["greedy_candidate"]
+    with pytest.raises(ValueError, match="different run"):
+        run(bo(3, vote_weight=1.0))
+    for key in ("best_of_temperature", "greedy_candidate", "vote_weight"):
+        del config[key]  # a run dir from before candidate 0 was greedy
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="different run"):
+        run(bo(3))
 
 
 def test_bad_dataset_is_a_clear_cli_error(tmp_path):

@@ -141,6 +141,51 @@ def test_runner_batch_and_single_give_the_same_episodes(policy, wiki):
         assert step.prompt_tokens > 100
 
 
+def test_each_row_samples_at_its_own_temperature(policy):
+    """A greedy row decodes the same beside sampled rows as in a greedy batch, and a sampled
+    row the same beside a greedy one as in a sampled batch."""
+    prompts = ["Which river flows through Baghdad?", "Search", "Clicked on link 0 and more"]
+    greedy, hot = Sampling(), Sampling(temperature=1.0, top_p=0.9)
+    mixed = policy.generate(prompts, max_new_tokens=6, sampling=[hot, greedy, hot], seeds=[1, 2, 3])
+    all_greedy = policy.generate(prompts, max_new_tokens=6, sampling=greedy, seeds=[1, 2, 3])
+    all_hot = policy.generate(prompts, max_new_tokens=6, sampling=hot, seeds=[1, 2, 3])
+    assert mixed[1].token_ids == all_greedy[1].token_ids
+    assert mixed[1].logprobs == pytest.approx(all_greedy[1].logprobs, abs=1e-5)
+    assert [mixed[i].token_ids for i in (0, 2)] == [all_hot[i].token_ids for i in (0, 2)]
+    with pytest.raises(ValueError, match="2 samplings for 3 prompts"):
+        policy.generate(prompts, sampling=[hot, greedy])
+
+
+def test_a_greedy_task_among_sampled_ones_plays_the_greedy_episode(policy, wiki):
+    make_env = lambda: BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=3)))  # noqa: E731
+    questions = ["Who was Ray Charles?", "Which river?", "What is jazz?"]
+
+    def run(temperature, tasks):
+        config = RunConfig(
+            batch_size=3,
+            sampling=Sampling(temperature=temperature, seed=11),
+            browse_max_new_tokens=8,
+        )
+        out = dict(run_episodes(policy, tasks, make_env, config))
+        return [out[i] for i in range(len(tasks))]
+
+    greedy = run(0.0, questions)
+    sampled = run(1.0, questions)
+    mixed = run(
+        1.0, [Task(q, temperature=0.0 if i == 1 else None) for i, q in enumerate(questions)]
+    )
+    tokens = lambda r: [s.token_ids for s in r.steps]  # noqa: E731
+    assert tokens(sampled[1]) != tokens(greedy[1]), "the test needs sampling to matter"
+    for a, b in [(mixed[1], greedy[1]), (mixed[0], sampled[0]), (mixed[2], sampled[2])]:
+        assert [s.action for s in a.steps] == [s.action for s in b.steps]
+        assert [s.token_ids for s in a.steps] == [s.token_ids for s in b.steps]
+        assert a.answer == b.answer
+    assert mixed[1].meta["temperature"] == 0.0 and "temperature" not in mixed[0].meta
+    assert greedy[1].seed == mixed[1].seed == 12
+    with pytest.raises(ValueError, match="task 0: temperature"):
+        next(run_episodes(policy, [Task("Q?", temperature=-1.0)], make_env))
+
+
 def test_no_quotes_means_no_answer_attempted(policy, wiki):
     (record,) = _run(policy, wiki, 2, max_actions=1)[:1]  # one search, then out of actions
     assert record.quotes == [] and record.answer is None

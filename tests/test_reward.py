@@ -14,7 +14,8 @@ from tiny import save_tiny
 
 from env.observation import SavedQuote
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
-from reward.best_of_n import pick, rank
+from reward.best_of_n import agreement as vote_agreement
+from reward.best_of_n import judge, pick, rank, vote_weight_of
 from reward.comparisons import (
     Comparison,
     ComparisonError,
@@ -39,6 +40,7 @@ from webagent.compare import (
     record_question,
     repair,
 )
+from webagent.config import BEST_OF_TEMPERATURE
 from webagent.datasets import Question
 from webagent.eval import best_of_curve, rescore
 
@@ -379,6 +381,45 @@ def test_best_of_n_picks_the_top_scored_candidate(tiny_body):
     assert not Answer("[1]").names_something and Answer("Tigris [1]").names_something
 
 
+def test_agreement_is_the_share_of_the_other_candidates_with_the_same_answer():
+    answers = ["The Tigris [1]", "tigris", "Nile [2]", "[1]", None, "Tigris.[3]"]
+    assert vote_agreement(answers) == [0.4, 0.4, 0.0, 0.0, 0.0, 0.4], (
+        "citations and case do not count"
+    )
+    assert vote_agreement(["", "", "[1]"]) == [0.0, 0.0, 0.0], "empty answers agree with nothing"
+    assert vote_agreement(["Tigris"]) == [0.0] and vote_agreement([]) == []
+    assert vote_agreement(["The", "the"]) == [0.0, 0.0], "nothing left after normalising"
+
+
+def test_the_judge_adds_the_vote_to_the_reward():
+    class Fixed:
+        meta = {"best_of": {"vote_weight": 1.0}}
+
+        def score(self, question, answers):
+            return [{"Nile [1]": 0.5}.get(a.text, 0.0) for a in answers]
+
+    records = [
+        EpisodeRecord(str(i), "q", "wiki", answer=a)
+        for i, a in enumerate(["Nile [1]", "Tigris [1]", "The Tigris", "[1]", "[2]"])
+    ]
+    ranked = rank("q", records, Fixed())  # the reward model's own weight: 1
+    assert ranked.scores == [0.5, 0.0, 0.0, 0.0, 0.0]
+    assert ranked.agreement == [0.0, 0.25, 0.25, 0.0, 0.0]
+    assert ranked.final == [0.5, 0.25, 0.25, 0.0, 0.0] and ranked.best == 0
+    assert rank("q", records, Fixed(), vote_weight=4.0).best == 1, "the first of a tie"
+    assert rank("q", records, Fixed(), vote_weight=0.0).final == ranked.scores
+    # citation-only answers agreeing with each other are not a vote for nothing
+    assert judge([0.0, 0.0, 0.0], ["[1]", "[1]", "Nile"], 5.0).best == 2
+    Fixed.meta = {}
+    assert vote_weight_of(Fixed()) == 0.0, "no best_of in reward.json: the reward model alone"
+    for bad in [{"best_of": {"vote_weight": -1}}, {"best_of": {"vote_weight": "x"}}]:
+        Fixed.meta = bad
+        with pytest.raises(ValueError, match="vote weight"):
+            rank("q", records, Fixed())
+    with pytest.raises(ValueError, match="vote weight"):
+        judge([0.0], ["a"], float("nan"))
+
+
 @pytest.fixture
 def cli_env(tmp_path, index_dir) -> dict:
     cache = tmp_path / "cache"
@@ -413,6 +454,29 @@ def test_best_of_curve_counts_questions_won_and_lost_against_best_of_1():
     assert (one["won"], one["lost"], one["em"]) == (0, 0, 2 / 3)
     assert (two["won"], two["lost"], two["em"], two["oracle_em"]) == (1, 1, 2 / 3, 1.0)
     assert two["seconds_per_question"] == 2.0
+
+
+def test_best_of_curve_counts_the_vote_among_the_first_k_only():
+    def cand(answer, score, em):
+        return {"answer": answer, "score": score, "em": em, "seconds": 1.0}
+
+    # the reward model prefers Nile; Tigris wins a vote among 4 but not among 2
+    row = {
+        "vote_weight": 1.5,
+        "candidates": [
+            cand("Nile [1]", 0.4, 0.0),
+            cand("Tigris [1]", 0.0, 1.0),
+            cand("The Tigris", 0.0, 1.0),
+            cand("Euphrates", 0.3, 0.0),
+        ],
+    }
+    one, two, four = best_of_curve([row])
+    assert (one["em"], two["em"], four["em"]) == (0.0, 0.0, 1.0)
+    assert four["won"] == 1 and two["won"] == 0
+    assert best_of_curve([row], vote_weight=0.0)[2]["em"] == 0.0, "an explicit weight wins"
+    assert best_of_curve([{k: v for k, v in row.items() if k != "vote_weight"}])[2]["em"] == 0.0, (
+        "rows from before the vote are judged by the reward model alone"
+    )
 
 
 def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):
@@ -542,6 +606,8 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     scorer = RewardScorer(tiny_rm)
     for row in rows:
         scores = [c["score"] for c in row["candidates"]]
+        assert [c["temperature"] for c in row["candidates"]] == [0.0, 1.0, 1.0]
+        assert [c["final"] for c in row["candidates"]] == scores, "this reward model: no vote"
         assert len(scores) == 3 and row["best"] == pick(scores)
         assert row["answer"] == row["candidates"][row["best"]]["answer"]
         ep = EpisodeRecord.from_dict(row["episode"])
@@ -570,33 +636,22 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
     )
     assert no_rm.returncode == 1 and "no reward model" in no_rm.stderr, no_rm.stderr
 
-    ask = subprocess.run(
-        [
-            str(BIN / "webagent"),
-            "ask",
-            "Which river flows through Baghdad?",
-            "--model",
-            str(tiny_body),
-            "--examples",
-            "1",
-            "--max-actions",
-            "3",
-            "--best-of",
-            "2",
-            "--rm",
-            str(tiny_rm),
-            "--json",
-        ],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert ask.returncode == 0, ask.stderr[-2000:]
-    obj = json.loads(ask.stdout)
-    assert len(obj["candidates"]) == 2 and obj["best"] == pick(
-        [c["score"] for c in obj["candidates"]]
-    )
+    def ask(*flags: str) -> dict:
+        cmd = [str(BIN / "webagent"), "ask", "Which river flows through Baghdad?", *flags]
+        cmd += ["--model", str(tiny_body), "--examples", "1", "--max-actions", "3", "--json"]
+        done = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    obj = ask("--best-of", "3", "--rm", str(tiny_rm), "--vote-weight", "2")
+    cands = obj["candidates"]
+    assert [c["temperature"] for c in cands] == [0.0, BEST_OF_TEMPERATURE, BEST_OF_TEMPERATURE]
+    assert obj["vote_weight"] == 2.0 and obj["best"] == pick([c["final"] for c in cands])
+    ranked = judge([c["score"] for c in cands], [c["answer"] for c in cands], 2.0)
+    assert [c["agreement"] for c in cands] == ranked.agreement
+    assert [c["final"] for c in cands] == pytest.approx(ranked.final)
+    greedy = ask()  # candidate 0 is the plain greedy episode
+    assert greedy["answer"] == cands[0]["answer"] and len(greedy["actions"]) == cands[0]["actions"]
 
 
 def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wiki):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Annotated
 
 import tyro
@@ -39,10 +39,15 @@ class AskArgs:
     record: str | None = None
     """Append the full episode record to this JSON-lines file."""
     best_of: int = 1
-    """Sample N episodes (batched) and answer with the one the reward model scores best."""
+    """N episodes (batched), the judge keeping one: the first greedy, the others sampled at
+    --temperature (0: `config.BEST_OF_TEMPERATURE`), each scored by the reward model plus
+    --vote-weight times its agreement with the others."""
     rm: str | None = None
     """Reward model for --best-of: a directory (`webagent train rm`) or a shipped name.
     Default: the shipped one (`webagent.config.DEFAULT_RM`)."""
+    vote_weight: float | None = None
+    """--best-of: weight of a candidate's agreement with the others (share giving the same
+    answer) added to its reward; default: the reward model's own (reward.json best_of.vote_weight, else 0)."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -52,6 +57,10 @@ class AskArgs:
 
         check_question(self.question)
         at_least(1, best_of=self.best_of)
+        if self.vote_weight is not None:
+            from reward.best_of_n import check_vote_weight
+
+            check_vote_weight(self.vote_weight)
         if self.record:
             check_writable(self.record)
 
@@ -132,48 +141,62 @@ def ask(args: AskArgs) -> int:
 
 
 def _ask_best_of(args: AskArgs, policy, make_env) -> int:
-    """N episodes of the same question in one batch; the reward model picks the answer."""
+    """N episodes of the same question in one batch; the judge picks the answer."""
     from env.record import append_jsonl
     from reward.best_of_n import rank
     from reward.model import RewardScorer
     from webagent.answers import format_answer, to_json
-    from webagent.config import run_config
-    from webagent.rollout import grouped, run_episodes
+    from webagent.config import best_of_temperature, run_config
+    from webagent.rollout import best_of_tasks, grouped, run_episodes
 
-    # greedy would give N identical episodes; at 0.7 the shipped policy's samples are right
-    # 1% of the time, at 0.3 12% (bench/README.md, best-of-n)
-    temperature = args.policy.temperature or 0.3
+    # candidate 0 is the greedy episode (best-of-1 is the plain policy); the others are
+    # sampled, warm enough to differ, so the vote among them means something (config.py)
+    temperature = best_of_temperature(args.policy)
     config = run_config(args.policy, batch_size=min(args.best_of, 8))
-    config = replace(config, sampling=replace(config.sampling, temperature=temperature))
     scorer = RewardScorer(args.rm)
     if not args.json:
         print(
-            f"Sampling {args.best_of} episodes (temperature {temperature}) …",
+            f"Playing {args.best_of} episodes (1 greedy, {args.best_of - 1} at temperature "
+            f"{temperature}) …",
             file=sys.stderr,
             flush=True,
         )
-    tasks = [args.question] * args.best_of
+    tasks = best_of_tasks(args.question, args.best_of, temperature)
     ((_, records),) = grouped(run_episodes(policy, tasks, make_env, config), args.best_of)
-    ranked = rank(args.question, records, scorer)
+    ranked = rank(args.question, records, scorer, vote_weight=args.vote_weight)
     best = records[ranked.best]
     candidates = [
         {
             "answer": r.answer,
-            "score": s,
+            "temperature": r.meta.get("temperature"),
+            "score": ranked.scores[i],
+            "agreement": ranked.agreement[i],
+            "final": ranked.final[i],
             "actions": len([x for x in r.steps if x.phase == "browse"]),
         }
-        for r, s in zip(records, ranked.scores, strict=True)
+        for i, r in enumerate(records)
     ]
     if args.json:
         print(
             json.dumps(
-                {**to_json(best), "best": ranked.best, "candidates": candidates}, ensure_ascii=False
+                {
+                    **to_json(best),
+                    "best": ranked.best,
+                    "vote_weight": ranked.vote_weight,
+                    "candidates": candidates,
+                },
+                ensure_ascii=False,
             )
         )
     else:
+        print(f"  {'reward':>7} {'agree':>5} {'final':>7}  T    answer")
         for i, c in enumerate(candidates):
             mark = "*" if i == ranked.best else " "
-            print(f"{mark} {c['score']:+.3f}  {c['answer'] or '(no answer)'}")
+            print(
+                f"{mark} {c['score']:+7.3f} {c['agreement']:5.2f} {c['final']:+7.3f}  "
+                f"{c['temperature']:<4} {c['answer'] or '(no answer)'}"
+            )
+        print(f"(final = reward + {ranked.vote_weight:g} × agreement)")
         print()
         print(format_answer(best), flush=True)
     if args.record:  # after the answer is out: a failing write must not swallow it

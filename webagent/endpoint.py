@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from webagent.policy import Generation, Sampling
+from webagent.policy import Generation, Sampling, per_row
 from webagent.prompts import FEW_SHOT_EXAMPLES, PromptFormat
 
 SPEC_PREFIX = "openai:"
@@ -332,28 +332,29 @@ class EndpointPolicy:
         prompts: Sequence[str],
         *,
         max_new_tokens: int | Sequence[int] = 64,
-        sampling: Sampling | None = None,
+        sampling: Sampling | Sequence[Sampling] | None = None,
         seeds: Sequence[int] | None = None,
         stop_at_newline: bool = True,
         constrained: Sequence[Any] | None = None,
     ) -> list[Generation]:
-        """One request per prompt, sent concurrently; results in prompt order."""
+        """One request per prompt, sent concurrently; results in prompt order. `sampling`: one
+        for all, or one per prompt (each request carries its own temperature)."""
         n = len(prompts)
         if n == 0:
             return []
-        sampling = sampling or Sampling()
+        samplings = per_row(sampling or Sampling(), n)
         caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
-        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(n)]
+        seeds = list(seeds) if seeds is not None else [samplings[i].seed + i for i in range(n)]
         rows = list(constrained or [None] * n)
         jobs = [
-            (p, cap, seed, c if self.aid != "off" and c else None)
-            for p, cap, seed, c in zip(prompts, caps, seeds, rows, strict=True)
+            (p, cap, seed, c if self.aid != "off" and c else None, s)
+            for p, cap, seed, c, s in zip(prompts, caps, seeds, rows, samplings, strict=True)
         ]
         workers = max(1, min(n, self.config.max_concurrency))
         if workers == 1:
-            return [self._one(*job, sampling, stop_at_newline) for job in jobs]
+            return [self._one(*job, stop_at_newline) for job in jobs]
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(lambda job: self._one(*job, sampling, stop_at_newline), jobs))
+            return list(pool.map(lambda job: self._one(*job, stop_at_newline), jobs))
 
     def _one(
         self,

@@ -34,6 +34,7 @@ from webagent.config import (
     EnvArgs,
     PolicyArgs,
     best_of_rm,
+    best_of_temperature,
     load_policy,
     run_config,
     sampling_of,
@@ -49,7 +50,7 @@ from webagent.metrics import (
     supported,
 )
 from webagent.prompts import completion_to_action
-from webagent.rollout import Task, grouped, run_episodes
+from webagent.rollout import Task, best_of_tasks, grouped, run_episodes
 
 SUMMARY_KEYS = [
     "n",
@@ -81,10 +82,15 @@ class EvalArgs:
     rag: int = 0
     """Baseline: paste the top-K search results' pages into the prompt, then answer (K > 0)."""
     best_of: int = 1
-    """Sample N episodes per question and keep the one the reward model (--rm) scores best."""
+    """N episodes per question, the judge keeping one: the first greedy, the others sampled at
+    --temperature (0: `config.BEST_OF_TEMPERATURE`); the reward model (--rm) scores each,
+    plus --vote-weight times its agreement with the others (`reward.best_of_n`)."""
     rm: str | None = None
     """Reward model for --best-of: a directory (`webagent train rm`) or a shipped name.
     Default: the shipped one (`webagent.config.DEFAULT_RM`)."""
+    vote_weight: float | None = None
+    """--best-of: weight of a candidate's agreement with the others (share giving the same
+    answer) added to its reward; default: the reward model's own (reward.json best_of.vote_weight, else 0)."""
     limit: int | None = None
     """Evaluate only the first N questions."""
     batch: int = 8
@@ -196,54 +202,80 @@ def _rows_browse(
     make_env = args.env.env_factory()
     cache = PageCache(args.env.page_cache)
     n = max(1, args.best_of)
-    tasks = [
-        Task(q.question, {"question_id": q.id, "candidate": k}) for q in questions for k in range(n)
-    ]
     config = run_config(args.policy, batch_size=args.batch)
     if n == 1:
+        tasks = [
+            Task(q.question, {"question_id": q.id, "candidate": 0}, seed=positions[q.id])
+            for q in questions
+        ]
         for i, record in run_episodes(policy, tasks, make_env, config):
             yield questions[i], episode_row(questions[i], record, cache, corpus)
         return
+    from reward.best_of_n import vote_weight_of
     from reward.model import RewardScorer
 
     scorer = RewardScorer(args.rm)
+    weight = vote_weight_of(scorer) if args.vote_weight is None else args.vote_weight
+    temperature = best_of_temperature(args.policy)
+    tasks = [
+        task
+        for q in questions
+        for task in best_of_tasks(
+            q.question, n, temperature, meta={"question_id": q.id}, seed=positions[q.id] * n
+        )
+    ]
     for qi, records in grouped(run_episodes(policy, tasks, make_env, config), n):
-        yield questions[qi], best_of_row(questions[qi], records, scorer, cache, corpus)
+        yield questions[qi], best_of_row(questions[qi], records, scorer, cache, corpus, weight)
 
 
 def best_of_row(
-    question: Question, records: list[EpisodeRecord], scorer, cache, corpus=None
+    question: Question,
+    records: list[EpisodeRecord],
+    scorer,
+    cache,
+    corpus=None,
+    vote_weight: float | None = None,
 ) -> dict:
-    """The best-scored candidate's row, with every candidate's answer, score and metrics (so
-    best-of-k for any k <= n can be read off the same run: `best_of_curve`)."""
+    """The chosen candidate's row, with every candidate's answer, temperature, reward-model
+    `score`, `agreement` with the others, `final` score and metrics (so best-of-k for any
+    k <= n can be read off the same run: `best_of_curve`). `vote_weight` None: the reward
+    model's own; the row records the one used."""
     from reward.best_of_n import rank
 
     t0 = time.perf_counter()
-    ranked = rank(question.question, records, scorer)
+    ranked = rank(question.question, records, scorer, vote_weight=vote_weight)
     scoring = time.perf_counter() - t0
     rows = [episode_row(question, r, cache, corpus) for r in records]
     best = dict(rows[ranked.best])
     best["candidates"] = [
         {
             "answer": row["answer"],
-            "score": s,
+            "temperature": record.meta.get("temperature"),
+            **_judged(ranked, i),
             "em": row["em"],
             "supported": row["supported"],
             "actions": row["actions"],
             "seconds": row["seconds"] + scoring / len(records),
             "episode": row["episode"],
         }  # kept so another reward model can rescore: `rescore`
-        for row, s in zip(rows, ranked.scores, strict=True)
+        for i, (row, record) in enumerate(zip(rows, records, strict=True))
     ]
     best["best"] = ranked.best
+    best["vote_weight"] = ranked.vote_weight
     best["seconds"] = sum(c["seconds"] for c in best["candidates"])
     return best
 
 
-def rescore(rows: list[dict], scorer) -> list[dict]:
+def _judged(ranked, i: int) -> dict:
+    """Candidate i's scores as a row keeps them."""
+    return {"score": ranked.scores[i], "agreement": ranked.agreement[i], "final": ranked.final[i]}
+
+
+def rescore(rows: list[dict], scorer, vote_weight: float | None = None) -> list[dict]:
     """The same best-of-n rows with every candidate scored by another reward model (no new
-    sampling): how two reward models rank the same candidates. Candidates of rows written
-    before episodes were kept beside them cannot be rescored."""
+    sampling): how two reward models rank the same candidates. `vote_weight` None: that
+    reward model's own. Candidates of rows written before episodes were kept beside them
+    cannot be rescored."""
     from reward.best_of_n import rank
 
     out = []
@@ -252,27 +284,27 @@ def rescore(rows: list[dict], scorer) -> list[dict]:
         if not all("episode" in c for c in cands):
             raise ValueError("these best-of-n rows do not keep their candidates' episodes")
         eps = [EpisodeRecord.from_dict(c["episode"]) for c in cands]
-        scores = rank(row["question"], eps, scorer).scores
+        ranked = rank(row["question"], eps, scorer, vote_weight=vote_weight)
         out.append(
             {
                 **row,
-                "candidates": [
-                    {**c, "score": float(x)} for c, x in zip(cands, scores, strict=True)
-                ],
+                "vote_weight": ranked.vote_weight,
+                "candidates": [{**c, **_judged(ranked, i)} for i, c in enumerate(cands)],
             }
         )
     return out
 
 
-def best_of_curve(rows: list[dict]) -> list[dict]:
+def best_of_curve(rows: list[dict], vote_weight: float | None = None) -> list[dict]:
     """EM and seconds per question of best-of-k for k = 1, 2, 4, … n, from runs that kept all
-    candidates (the first k candidates of each question, the reward model picking).
+    candidates: the judge (`reward.best_of_n.judge`) picks among each question's first k,
+    their agreement counted among those k only, with `vote_weight` (None: each row's own, 0
+    for rows from before the vote).
 
     `won` / `lost`: questions best-of-k gets right and best-of-1 wrong, and the reverse. Their
     difference is the EM gain in questions; a gain of 3 from 5 won and 2 lost is a coin's toss
     (sign test), which a bare EM difference hides."""
-    from reward.best_of_n import pick
-    from reward.text import Answer
+    from reward.best_of_n import judge
 
     n = min((len(r["candidates"]) for r in rows if r.get("candidates")), default=0)
     out: list[dict] = []
@@ -282,11 +314,9 @@ def best_of_curve(rows: list[dict]) -> list[dict]:
         ems, secs, oracle = [], [], []
         for r in rows:
             cands = r["candidates"][:k]
-            named = [
-                Answer(c["episode"]["answer"] or "").names_something if "episode" in c else True
-                for c in cands
-            ]
-            ems.append(cands[pick([c["score"] for c in cands], named)]["em"])
+            weight = r.get("vote_weight", 0.0) if vote_weight is None else vote_weight
+            chosen = judge([c["score"] for c in cands], [c.get("answer") for c in cands], weight)
+            ems.append(cands[chosen.best]["em"])
             oracle.append(max(c["em"] for c in cands))
             secs.append(sum(c["seconds"] for c in cands))
         first = first or ems
@@ -357,17 +387,9 @@ def _rows_prompted(
             yield q, row
 
 
-def run(args: EvalArgs) -> Path:
-    """Evaluate (resuming if the run directory has results) and write the reports."""
-    if args.dataset is None:
-        raise ValueError("give a dataset to evaluate, or --compare DIR DIR ...")
-    args.rm = best_of_rm(args.best_of, args.rm)  # before the policy loads
-    if args.best_of > 1 and args.policy.temperature == 0:
-        raise ValueError("--best-of needs sampling: give --temperature > 0 (e.g. 0.3)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    questions = load_questions(args.dataset)[: args.limit]
-    settings = {
+def run_settings(args: EvalArgs) -> dict:
+    """What a run directory's config.json records: a rerun must match it to resume."""
+    return {
         "dataset": str(Path(args.dataset).resolve()),
         "mode": args.mode,
         "model": args.policy.model,
@@ -375,7 +397,27 @@ def run(args: EvalArgs) -> Path:
         "env": asdict(args.env),
         "best_of": args.best_of,
         "rm": args.rm,
+        # best-of-n: candidate 0 greedy, the others at this temperature; a run dir from
+        # before (every candidate sampled) lacks these and is refused, not mixed
+        "best_of_temperature": best_of_temperature(args.policy) if args.best_of > 1 else None,
+        "greedy_candidate": True if args.best_of > 1 else None,
+        "vote_weight": args.vote_weight,
     }
+
+
+def run(args: EvalArgs) -> Path:
+    """Evaluate (resuming if the run directory has results) and write the reports."""
+    if args.dataset is None:
+        raise ValueError("give a dataset to evaluate, or --compare DIR DIR ...")
+    args.rm = best_of_rm(args.best_of, args.rm)  # before the policy loads
+    if args.vote_weight is not None:
+        from reward.best_of_n import check_vote_weight
+
+        check_vote_weight(args.vote_weight)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = load_questions(args.dataset)[: args.limit]
+    settings = run_settings(args)
     settings_file(out / "config.json", settings, flag_names(args))
 
     results_path = out / "results.jsonl"
@@ -494,7 +536,8 @@ def _curve_table(curve: list[dict] | None) -> list[str]:
     if not curve:
         return []
     lines = [
-        "Best-of-k from the same candidates (reward model picks; `oracle`: any candidate right):",
+        "Best-of-k from the same candidates (candidate 1 greedy; the judge picks: reward + "
+        "vote weight × agreement among the k; `oracle`: any candidate right):",
         "",
         "| k | EM | won / lost vs k=1 | oracle EM | s/question |",
         "|---|---|---|---|---|",

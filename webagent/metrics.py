@@ -7,28 +7,11 @@ truth but cites nothing (or cites a quote that does not say it) is not evidence-
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+from reward.text import normalize_answer
 from webagent.answers import cited, strip_citations
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation + "‘’´`")
-
-
-def normalize_answer(text: str | None) -> str:
-    """TriviaQA's official answer normalisation (triviaqa_evaluation.normalize_answer).
-
-    Plus Unicode NFC first, so a composed and a decomposed "é" compare equal.
-    """
-    text = unicodedata.normalize("NFC", text or "")
-    text = text.replace("_", " ").lower()
-    text = "".join(ch if ch not in _PUNCT else " " for ch in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 def exact_match(prediction: str | None, aliases: Sequence[str]) -> float:

@@ -46,6 +46,16 @@ class Sampling:
     seed: int = 0
 
 
+def per_row(sampling: Sampling | Sequence[Sampling], n: int) -> list[Sampling]:
+    """One `Sampling` per row of a batch of n, from one for all or a list of n."""
+    if isinstance(sampling, Sampling):
+        return [sampling] * n
+    rows = list(sampling)
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} samplings for {n} prompts")
+    return rows
+
+
 @dataclass
 class Generation:
     text: str
@@ -272,13 +282,15 @@ class HFPolicy:
         prompts: Sequence[str],
         *,
         max_new_tokens: int | Sequence[int] = 64,
-        sampling: Sampling = Sampling(),
+        sampling: Sampling | Sequence[Sampling] = Sampling(),
         seeds: Sequence[int] | None = None,
         stop_at_newline: bool = True,
         constrained: Sequence[Any] | None = None,
     ) -> list[Generation]:
         """Continue each prompt until a newline (if asked), an end token or its token cap.
 
+        `sampling` is one for all rows or one per row (best-of-n decodes its greedy candidate
+        in the same batch as its sampled ones: a row's draw depends only on its own sampling).
         `constrained[i]`, when given, is an `env.browser.Admissible`: row i then writes one of
         its whole commands, or one of its keyword prefixes followed by free text.
         """
@@ -286,7 +298,8 @@ class HFPolicy:
         if n == 0:
             return []
         caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
-        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(n)]
+        samplings = per_row(sampling, n)
+        seeds = list(seeds) if seeds is not None else [samplings[i].seed + i for i in range(n)]
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         nodes: list[_Trie | None] = [
             self.trie(c) if c else None for c in (constrained or [None] * n)
@@ -323,10 +336,10 @@ class HFPolicy:
                     else list(node.children) + ([self.newline_id] if node.end else [])
                 )
                 row = full[i] if allowed is None else self._logits(hidden[i], allowed)
-                if sampling.temperature > 0:
-                    row = row / sampling.temperature
+                if samplings[i].temperature > 0:
+                    row = row / samplings[i].temperature
                 logp = F.log_softmax(row, dim=-1)
-                pick = _pick(logp, sampling, generators[i])
+                pick = _pick(logp, samplings[i], generators[i])
                 tok = pick if allowed is None else allowed[pick]
                 logp_tok = float(logp[pick])
                 finished_command = False

@@ -50,6 +50,31 @@ class Task:
     """Sampling seed of this episode; default `sampling.seed + task index`. Callers that resume
     give each task its position in the whole job, so a resumed run samples what an
     uninterrupted one would have."""
+    temperature: float | None = None
+    """Sampling temperature of this episode (0 greedy); None: the run's `sampling`. Best-of-n
+    plays its greedy candidate beside its sampled ones in one batch; the record's meta then
+    says which it was (`meta["temperature"]`)."""
+
+    def sampling(self, run: Sampling) -> Sampling:
+        """This episode's sampling: the run's, at this task's temperature if it has one."""
+        return run if self.temperature is None else replace(run, temperature=self.temperature)
+
+
+def best_of_tasks(
+    question: str, n: int, temperature: float, *, meta: dict | None = None, seed: int = 0
+) -> list[Task]:
+    """Best-of-n's n episodes of one question: candidate 0 greedy (so best-of-1 is the greedy
+    policy, and best-of-n can only add to it), candidates 1..n-1 sampled at `temperature`.
+    Candidate k samples with seed `seed + k` and carries `meta` plus `candidate: k`."""
+    return [
+        Task(
+            question,
+            {**(meta or {}), "candidate": k},
+            seed=seed + k,
+            temperature=0.0 if k == 0 else temperature,
+        )
+        for k in range(n)
+    ]
 
 
 @dataclass
@@ -81,6 +106,8 @@ def run_episodes(
             check_question(task.question)
         except QuestionError as exc:
             raise QuestionError(f"task {i}: {exc}") from None
+        if task.temperature is not None and not task.temperature >= 0:
+            raise ValueError(f"task {i}: temperature must be 0 (greedy) or more")
     pending.reverse()
     slots: list[_Slot] = []
 
@@ -123,7 +150,7 @@ def run_episodes(
             generations = policy.generate(
                 prompts,
                 max_new_tokens=caps,
-                sampling=config.sampling,
+                sampling=[s.task.sampling(config.sampling) for s in ready],
                 seeds=seeds,
                 constrained=constrained,
             )
@@ -180,6 +207,8 @@ def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecor
     record.model = policy.name
     record.seed = slot.seed
     record.meta.update(getattr(policy, "record_meta", {}))  # a served policy: server, decoding aid
+    if slot.task.temperature is not None:
+        record.meta["temperature"] = slot.task.temperature
     return record
 
 
