@@ -9,6 +9,13 @@ Why a vote: a 270M policy's samples that agree are right more often than the rew
 tell (4 samples at T=0.7 on 300 train questions: the most common answer 39 right, the first
 sample 35). The weight belongs to the reward model it was tuned with: its reward.json's
 `best_of.vote_weight` (0 when absent: the reward model alone).
+
+Candidate 0 is the greedy episode (`webagent.rollout.best_of_tasks`), right more often than a
+sample, so the judge also adds `best_of.greedy_bonus` to its score: the reward margin a sample
+needs to displace it. Tuned on held-out train questions, a small reward model's margins do
+not earn that (bench/README.md, best-of-n after issue 21's session): with a large bonus and a
+larger vote weight the judge becomes "the most common answer; greedy on a tie; the reward
+model orders the rest".
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ class Ranked:
     agreement: list[float]
     """Share of the other candidates giving the same answer (0 with one candidate)."""
     final: list[float]
-    """scores + vote_weight * agreement: what the pick is made on."""
+    """scores + vote_weight * agreement (+ greedy_bonus for candidate 0): what the pick is
+    made on."""
     vote_weight: float
+    greedy_bonus: float = 0.0
 
 
 def pick(scores: Sequence[float], named: Sequence[bool] | None = None) -> int:
@@ -55,42 +64,73 @@ def agreement(answers: Sequence[str | None]) -> list[float]:
     return [0.0 if not k else (keys.count(k) - 1) / others for k in keys]
 
 
-def check_vote_weight(value) -> float:
-    """A vote weight (from a flag or a reward model's reward.json: untrusted) as a float >= 0."""
+def check_vote_weight(value, name: str = "vote weight") -> float:
+    """A vote weight or greedy bonus (from a flag or a reward model's reward.json: untrusted)
+    as a float >= 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"vote weight must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {value!r}")
     if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"vote weight must be 0 or more, got {value}")
+        raise ValueError(f"{name} must be 0 or more, got {value}")
     return float(value)
+
+
+def _best_of_meta(scorer) -> dict:
+    best_of = (getattr(scorer, "meta", None) or {}).get("best_of") or {}
+    if not isinstance(best_of, dict):
+        raise ValueError(f"reward model meta: best_of must be an object, got {best_of!r}")
+    return best_of
 
 
 def vote_weight_of(scorer) -> float:
     """The vote weight a reward model was tuned with (its reward.json `best_of.vote_weight`),
     0 when it names none."""
-    best_of = (getattr(scorer, "meta", None) or {}).get("best_of") or {}
-    if not isinstance(best_of, dict):
-        raise ValueError(f"reward model meta: best_of must be an object, got {best_of!r}")
-    return check_vote_weight(best_of.get("vote_weight", 0.0))
+    return check_vote_weight(_best_of_meta(scorer).get("vote_weight", 0.0))
+
+
+def greedy_bonus_of(scorer) -> float:
+    """The greedy candidate's bonus a reward model was tuned with (`best_of.greedy_bonus`),
+    0 when it names none."""
+    return check_vote_weight(_best_of_meta(scorer).get("greedy_bonus", 0.0), "greedy bonus")
 
 
 def judge(
-    scores: Sequence[float], answers: Sequence[str | None], vote_weight: float = 0.0
+    scores: Sequence[float],
+    answers: Sequence[str | None],
+    vote_weight: float = 0.0,
+    greedy_bonus: float = 0.0,
 ) -> Ranked:
     """The pick from reward-model scores and the candidates' answers (no model needed: how
-    `webagent.eval` re-judges recorded candidates, e.g. the first k of n)."""
+    `webagent.eval` re-judges recorded candidates, e.g. the first k of n). Candidate 0 is
+    the greedy one and gets `greedy_bonus`."""
     if len(scores) != len(answers):
         raise ValueError(f"{len(scores)} scores for {len(answers)} answers")
     weight = check_vote_weight(vote_weight)
+    bonus = check_vote_weight(greedy_bonus, "greedy bonus")
     agree = agreement(answers)
-    final = [float(s) + weight * a for s, a in zip(scores, agree, strict=True)]
+    final = [
+        float(s) + weight * a + (bonus if i == 0 else 0.0)
+        for i, (s, a) in enumerate(zip(scores, agree, strict=True))
+    ]
     named = [Answer(a or "").names_something for a in answers]
-    return Ranked(pick(final, named), [float(s) for s in scores], agree, final, weight)
+    return Ranked(pick(final, named), [float(s) for s in scores], agree, final, weight, bonus)
 
 
-def rank(question: str, records: Sequence, scorer, *, vote_weight: float | None = None) -> Ranked:
-    """Score each record's answer (with its quotes) and pick the best; `vote_weight` None:
-    the reward model's own (`vote_weight_of`)."""
+def rank(
+    question: str,
+    records: Sequence,
+    scorer,
+    *,
+    vote_weight: float | None = None,
+    greedy_bonus: float | None = None,
+) -> Ranked:
+    """Score each record's answer (with its quotes) and pick the best; `vote_weight` and
+    `greedy_bonus` None: the reward model's own (`vote_weight_of`, `greedy_bonus_of`)."""
     weight = vote_weight_of(scorer) if vote_weight is None else check_vote_weight(vote_weight)
+    bonus = (
+        greedy_bonus_of(scorer)
+        if greedy_bonus is None
+        else check_vote_weight(greedy_bonus, "greedy bonus")
+    )
     answers = [Answer.from_record(r) for r in records]
     scores = scorer.score(question, answers)
-    return judge(scores, [a.text for a in answers], weight)
+    return judge(scores, [a.text for a in answers], weight, bonus)

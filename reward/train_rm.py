@@ -305,7 +305,10 @@ CARD = "MODEL_CARD.md"
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:.3f}"
+        if math.isnan(value):
+            return "—"
+        # a learning rate of 2e-4 is not 0.000
+        return f"{value:.3f}" if value == 0 or abs(value) >= 0.001 else f"{value:.2g}"
     return "—" if value is None else str(value)
 
 

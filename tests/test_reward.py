@@ -15,7 +15,7 @@ from tiny import save_tiny
 from env.observation import SavedQuote
 from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from reward.best_of_n import agreement as vote_agreement
-from reward.best_of_n import judge, pick, rank, vote_weight_of
+from reward.best_of_n import greedy_bonus_of, judge, pick, rank, vote_weight_of
 from reward.comparisons import (
     Comparison,
     ComparisonError,
@@ -456,6 +456,35 @@ def test_best_of_curve_counts_questions_won_and_lost_against_best_of_1():
     assert two["seconds_per_question"] == 2.0
 
 
+def test_the_greedy_bonus_keeps_candidate_0_unless_the_vote_or_a_margin_beats_it():
+    class Fixed:
+        meta = {"best_of": {"vote_weight": 1000.0, "greedy_bonus": 50.0}}
+
+        def score(self, question, answers):
+            return [{"Nile": 0.0, "Tigris": 9.0, "Euphrates": 3.0}[a.text] for a in answers]
+
+    def records(*answers):
+        return [EpisodeRecord(str(i), "q", "wiki", answer=a) for i, a in enumerate(answers)]
+
+    # all different: the reward model's margin (9) is below the bonus, greedy stays
+    ranked = rank("q", records("Nile", "Tigris", "Euphrates"), Fixed())
+    assert (ranked.best, ranked.greedy_bonus, ranked.final[0]) == (0, 50.0, 50.0)
+    # two samples agree against greedy: the vote outweighs the bonus
+    assert rank("q", records("Nile", "Tigris", "Tigris", "Euphrates"), Fixed()).best == 1
+    # greedy in a tied vote wins it; the reward model orders the candidates greedy is not among
+    assert rank("q", records("Nile", "Nile", "Tigris", "Tigris"), Fixed()).best == 0
+    assert (
+        rank("q", records("Nile", "Euphrates", "Euphrates", "Tigris", "Tigris"), Fixed()).best == 3
+    )
+    assert rank("q", records("Nile", "Tigris"), Fixed(), greedy_bonus=0.0).best == 1
+    assert judge([0.0, 1.0], ["a", "b"], 0.0, 2.0).best == 0
+    Fixed.meta = {}
+    assert greedy_bonus_of(Fixed()) == 0.0, "no best_of in reward.json: no bonus"
+    Fixed.meta = {"best_of": {"greedy_bonus": -1}}
+    with pytest.raises(ValueError, match="greedy bonus"):
+        rank("q", records("Nile"), Fixed())
+
+
 def test_best_of_curve_counts_the_vote_among_the_first_k_only():
     def cand(answer, score, em):
         return {"answer": answer, "score": score, "em": em, "seconds": 1.0}
@@ -477,6 +506,8 @@ def test_best_of_curve_counts_the_vote_among_the_first_k_only():
     assert best_of_curve([{k: v for k, v in row.items() if k != "vote_weight"}])[2]["em"] == 0.0, (
         "rows from before the vote are judged by the reward model alone"
     )
+    bonus = {**row, "vote_weight": 0.0, "greedy_bonus": 1.0}
+    assert [c["em"] for c in best_of_curve([bonus])] == [0.0, 0.0, 0.0], "the row's bonus counts"
 
 
 def test_a_compare_run_killed_between_its_two_appends_is_mended(tmp_path):

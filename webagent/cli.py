@@ -183,6 +183,7 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
                     **to_json(best),
                     "best": ranked.best,
                     "vote_weight": ranked.vote_weight,
+                    "greedy_bonus": ranked.greedy_bonus,
                     "candidates": candidates,
                 },
                 ensure_ascii=False,
@@ -196,7 +197,10 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
                 f"{mark} {c['score']:+7.3f} {c['agreement']:5.2f} {c['final']:+7.3f}  "
                 f"{c['temperature']:<4} {c['answer'] or '(no answer)'}"
             )
-        print(f"(final = reward + {ranked.vote_weight:g} × agreement)")
+        print(
+            f"(final = reward + {ranked.vote_weight:g} × agreement, "
+            f"+ {ranked.greedy_bonus:g} for the greedy candidate)"
+        )
         print()
         print(format_answer(best), flush=True)
     if args.record:  # after the answer is out: a failing write must not swallow it

@@ -262,6 +262,7 @@ def best_of_row(
     ]
     best["best"] = ranked.best
     best["vote_weight"] = ranked.vote_weight
+    best["greedy_bonus"] = ranked.greedy_bonus
     best["seconds"] = sum(c["seconds"] for c in best["candidates"])
     return best
 
@@ -289,6 +290,7 @@ def rescore(rows: list[dict], scorer, vote_weight: float | None = None) -> list[
             {
                 **row,
                 "vote_weight": ranked.vote_weight,
+                "greedy_bonus": ranked.greedy_bonus,
                 "candidates": [{**c, **_judged(ranked, i)} for i, c in enumerate(cands)],
             }
         )
@@ -299,7 +301,7 @@ def best_of_curve(rows: list[dict], vote_weight: float | None = None) -> list[di
     """EM and seconds per question of best-of-k for k = 1, 2, 4, … n, from runs that kept all
     candidates: the judge (`reward.best_of_n.judge`) picks among each question's first k,
     their agreement counted among those k only, with `vote_weight` (None: each row's own, 0
-    for rows from before the vote).
+    for rows from before the vote) and each row's greedy bonus.
 
     `won` / `lost`: questions best-of-k gets right and best-of-1 wrong, and the reverse. Their
     difference is the EM gain in questions; a gain of 3 from 5 won and 2 lost is a coin's toss
@@ -315,7 +317,8 @@ def best_of_curve(rows: list[dict], vote_weight: float | None = None) -> list[di
         for r in rows:
             cands = r["candidates"][:k]
             weight = r.get("vote_weight", 0.0) if vote_weight is None else vote_weight
-            chosen = judge([c["score"] for c in cands], [c.get("answer") for c in cands], weight)
+            scores, answers = [c["score"] for c in cands], [c.get("answer") for c in cands]
+            chosen = judge(scores, answers, weight, r.get("greedy_bonus", 0.0))
             ems.append(cands[chosen.best]["em"])
             oracle.append(max(c["em"] for c in cands))
             secs.append(sum(c["seconds"] for c in cands))
