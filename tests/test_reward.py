@@ -39,6 +39,7 @@ from webagent.compare import (
     question_pairs,
     record_question,
     repair,
+    settings_path,
 )
 from webagent.config import BEST_OF_TEMPERATURE
 from webagent.datasets import Question
@@ -599,11 +600,33 @@ def test_compare_and_best_of_eval_end_to_end(tiny_body, tiny_rm, cli_env, tmp_pa
         for r in read_jsonl(str(out).replace(".jsonl", ".episodes.jsonl"))
     ]
     assert len(episodes) == 6 and len({e.seed for e in episodes}) == 6
+    # candidates as best-of-n draws them: the first greedy, the rest at the best-of temperature
+    assert [e.meta["temperature"] for e in episodes] == [0.0, *[BEST_OF_TEMPERATURE] * 2] * 2
+    assert [e.meta["candidate"] for e in episodes] == [0, 1, 2] * 2
+    settings = json.loads(settings_path(out).read_text())
+    assert settings["greedy_candidate"] and settings["sample_temperature"] == BEST_OF_TEMPERATURE
     by_id = {e.id: e for e in episodes}
     for c in read_comparisons(out) if out.exists() else []:
         a, b = (by_id[i] for i in c.meta["episodes"])
         aliases = ["Tigris"] if "Baghdad" in c.question else ["Leonardo da Vinci"]
         assert c.preference == gold_preference(gold_rank(a, aliases), gold_rank(b, aliases))
+
+    greedy_run = tmp_path / "greedy"  # a plain greedy eval plays each question's candidate 0
+    flags = ["--model", str(tiny_body), "--examples", "1", "--max-actions", "3"]
+    greedy = subprocess.run(
+        [str(BIN / "webagent"), "eval", str(data), *flags, "--out", str(greedy_run)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert greedy.returncode == 0, greedy.stderr[-2000:]
+    for row, first in zip(read_jsonl(greedy_run / "results.jsonl"), episodes[::3], strict=True):
+        plain = EpisodeRecord.from_dict(row["episode"])
+        assert plain.question == first.question and plain.answer == first.answer
+        assert [(s.completion, s.token_ids) for s in plain.steps] == [
+            (s.completion, s.token_ids) for s in first.steps
+        ], "candidate 0 is the greedy episode"
 
     run = tmp_path / "eval"
     ev = subprocess.run(
@@ -731,6 +754,12 @@ def test_compare_answers_from_recorded_browses(tiny_body, cli_env, tmp_path, wik
     assert len({tuple(e.steps[0].token_ids) for e in episodes}) > 2, (
         "answers are sampled, not copied"
     )
+    by_question: dict[str, list] = {}
+    for e in episodes:
+        by_question.setdefault(e.meta["question_id"], []).append(e)
+    for mine in by_question.values():  # as best-of-n: the first answer greedy, the rest at 1.0
+        assert [e.meta["temperature"] for e in mine] == [0.0, 1.0, 1.0]
+        assert [e.meta["sample"] for e in mine] == [0, 1, 2]
     again = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "from 1 questions" in again.stdout, "only the browse-less one"
     assert len(list(read_jsonl(episodes_path(out)))) == len(episodes)
@@ -741,7 +770,7 @@ def test_compare_refuses_to_append_to_comparisons_with_no_settings_record(tmp_pa
     ones to it is refused before anything loads, and --repair still works on it."""
     from test_demos import QUESTIONS, write_questions
 
-    from webagent.compare import CompareArgs, check_settings, settings_path
+    from webagent.compare import CompareArgs, check_settings
 
     data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:1])
     out = tmp_path / "old.jsonl"
@@ -755,3 +784,24 @@ def test_compare_refuses_to_append_to_comparisons_with_no_settings_record(tmp_pa
     fresh.samples = 2
     with pytest.raises(ValueError, match="samples"):
         check_settings(fresh)
+
+
+def test_compare_refuses_comparisons_drawn_all_at_one_temperature(tmp_path):
+    """A comparisons file whose K samples were all drawn at one temperature (before compare drew
+    candidates as best-of-n does: one greedy, the rest sampled) is refused, not mixed, even at
+    the same --temperature."""
+    from test_demos import QUESTIONS, write_questions
+
+    from webagent.compare import CompareArgs, check_settings
+    from webagent.config import PolicyArgs
+
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:1])
+    args = CompareArgs(dataset=str(data), out=str(tmp_path / "old.jsonl"))
+    args.policy = PolicyArgs(temperature=0.7)
+    check_settings(args)
+    old = json.loads(settings_path(args.out).read_text())
+    assert old.pop("greedy_candidate") is True and old.pop("sample_temperature") == 0.7
+    settings_path(args.out).write_text(json.dumps(old))  # as the old compare wrote it
+    with pytest.raises(ValueError, match="greedy_candidate") as refused:
+        check_settings(args)
+    assert "another version" in str(refused.value) and "sample_temperature" in str(refused.value)

@@ -1,6 +1,12 @@
-"""Comparisons from the policy: sample K episodes per question and pair their answers.
+"""Comparisons from the policy: K episodes per question, drawn as best-of-n draws its
+candidates, and pairs of their answers.
 
-    webagent compare ../shared/data/triviaqa/train.jsonl --samples 4 --out runs/rm/comparisons.jsonl
+    webagent compare ../shared/data/triviaqa/train.jsonl --samples 5 --out runs/rm/policy.jsonl
+
+Each question's episode 0 is the greedy one and the other K-1 are sampled at
+`config.best_of_temperature` (--temperature, or 0.7 at the default 0): `rollout.best_of_tasks`,
+with seeds fixed by the question's position, so the reward model learns on the candidates it
+will judge, and a resumed run samples what an uninterrupted one would.
 
 Every pair of distinct answers to a question becomes one `reward.comparisons.Comparison`.
 With `--judge gold` (TriviaQA-style data with answer aliases) the pair is labeled at once:
@@ -30,7 +36,7 @@ from env.record import EpisodeRecord, append_jsonl, read_jsonl
 from reward.checkpoint import flag_names, settings_file
 from reward.comparisons import Comparison
 from reward.text import Answer
-from webagent.config import EnvArgs, PolicyArgs, at_least
+from webagent.config import EnvArgs, PolicyArgs, at_least, best_of_temperature
 from webagent.datasets import Question
 from webagent.metrics import exact_match, supported
 
@@ -84,11 +90,16 @@ def settings_path(out: str | Path) -> Path:
 
 def check_settings(args: CompareArgs) -> None:
     """Refuse to append samples drawn with other settings than the ones OUT holds (say fp32
-    episodes, then int8 ones now that sampling is int8 by default): a reward model trained on
-    the mix would learn the two samplers apart. The first run writes them beside OUT."""
+    episodes, then int8 ones now that sampling is int8 by default; or all at one temperature,
+    then greedy + sampled): a reward model trained on the mix would learn the two samplers
+    apart. The first run writes them beside OUT."""
     settings = {
         "dataset": str(Path(args.dataset).resolve()),
         "policy": args.policy.recorded(),
+        # how each question's K candidates are drawn: files sampled all at one temperature
+        # (before 2026-11-28) lack these keys and are refused rather than mixed
+        "greedy_candidate": True,
+        "sample_temperature": best_of_temperature(args.policy),
         "env": asdict(args.env),
         "samples": args.samples,
         "judge": args.judge,
@@ -237,11 +248,12 @@ class CompareArgs:
     out: str = "runs/rm/comparisons.jsonl"
     """Comparisons are appended here; episodes go beside it (*.episodes.jsonl), and the sampling
     settings (*.config.json); reruns with the same settings resume."""
-    policy: PolicyArgs = field(default_factory=lambda: PolicyArgs(temperature=0.3))
-    """Samples as best-of-n draws them (0.3: see bench/README.md), so the reward model learns on them."""
+    policy: PolicyArgs = field(default_factory=PolicyArgs)
+    """Candidates as best-of-n draws them, so the reward model learns on them: the first greedy,
+    the rest at --temperature (0: `config.BEST_OF_TEMPERATURE`, 0.7)."""
     env: EnvArgs = field(default_factory=EnvArgs)
     samples: int = 4
-    """Episodes per question (K): up to K(K-1)/2 comparisons."""
+    """Episodes per question (K: one greedy, K-1 sampled): up to K(K-1)/2 comparisons."""
     judge: str = "gold"
     """gold: label by the answer aliases now; none: leave for a person (`webagent label`)."""
     demos: str | None = None
@@ -254,8 +266,9 @@ class CompareArgs:
     """Pair the episodes already recorded beside OUT again (e.g. with new --demos); no sampling."""
     answers_from: str | None = None
     """Recorded episodes (`eval` results, `compare` or `demos` output): sample only answers, K per
-    question, each on one of the question's recorded browses in turn (WebGPT's answer-only
-    episodes; ~16x cheaper per sample than whole episodes). Questions without one are skipped."""
+    question (the first greedy, as whole episodes), each on one of the question's recorded
+    browses in turn (WebGPT's answer-only episodes; ~16x cheaper per sample than whole
+    episodes). Questions without one are skipped."""
     limit: int | None = None
     """Only the first N questions."""
     batch: int = 8
@@ -289,13 +302,14 @@ class CompareResult:
 
 
 def sample_comparisons(args: CompareArgs) -> CompareResult:
-    """K episodes per question not yet done (whole, or answers on recorded browses), paired
-    into comparisons appended to OUT question by question; reruns resume."""
+    """K episodes per question not yet done (whole, or answers on recorded browses; the first
+    greedy, the rest sampled, as best-of-n), paired into comparisons appended to OUT question
+    by question; reruns resume."""
     from tqdm import tqdm
 
     from webagent.config import load_policy, run_config
     from webagent.datasets import load_questions
-    from webagent.rollout import Task, grouped, reanswer, recorded_browses, run_episodes
+    from webagent.rollout import best_of_tasks, grouped, reanswer, recorded_browses, run_episodes
 
     args.check()  # also run by the CLI before anything loads; here for library callers
     questions = load_questions(args.dataset, require_answers=args.judge == "gold")[: args.limit]
@@ -313,6 +327,16 @@ def sample_comparisons(args: CompareArgs) -> CompareResult:
     policy = load_policy(args.policy)
     k = args.samples
     position = {q.id: n for n, q in enumerate(questions)}
+    temperature = best_of_temperature(args.policy)
+
+    def candidates(q: Question):
+        """Q's K tasks, seeded by its position in the whole question set (not in `todo`)."""
+        tasks = best_of_tasks(
+            q.question, k, temperature, meta={"question_id": q.id}, seed=position[q.id] * k
+        )
+        for t in tasks:
+            t.meta["sample"] = t.meta["candidate"]  # the order `recorded_episodes` restores
+        return tasks
 
     def sampled() -> Iterator[tuple[Question, list[EpisodeRecord] | None]]:
         """Each to-do question with its K episodes (None: it has no recorded browse)."""
@@ -324,17 +348,19 @@ def sample_comparisons(args: CompareArgs) -> CompareResult:
                     yield q, None
                     continue
                 chosen = [mine[j % len(mine)] for j in range(k)]
-                seeds = [position[q.id] * k + j for j in range(k)]
-                records = reanswer(policy, chosen, seeds, config)
-                for j, r in enumerate(records):
-                    r.meta.update({"question_id": q.id, "sample": j})
+                tasks = candidates(q)
+                records = reanswer(
+                    policy,
+                    chosen,
+                    [t.seed for t in tasks],
+                    config,
+                    temperatures=[t.temperature for t in tasks],
+                )
+                for r, t in zip(records, tasks, strict=True):
+                    r.meta.update(t.meta)
                 yield q, records
             return
-        tasks = [
-            Task(q.question, {"question_id": q.id, "sample": j}, seed=position[q.id] * k + j)
-            for q in todo
-            for j in range(k)
-        ]
+        tasks = [t for q in todo for t in candidates(q)]
         make_env, config = args.env.env_factory(), run_config(args.policy, args.batch)
         for qi, records in grouped(run_episodes(policy, tasks, make_env, config), k):
             yield todo[qi], records

@@ -245,26 +245,35 @@ def reanswer(
     records: Sequence[EpisodeRecord],
     seeds: Sequence[int],
     config: RunConfig = RunConfig(),
+    temperatures: Sequence[float] | None = None,
 ) -> list[EpisodeRecord]:
     """Answer-only episodes (WebGPT's): each record's question and quotes with a freshly
     sampled answer, its one step carrying tokens and log-probs like any other. The answer prompt
     is rendered afresh from the quotes (as the BC export does), so browses recorded under an
-    older layout answer in the current one. Answers are free text (no decoding aid)."""
+    older layout answer in the current one. Answers are free text (no decoding aid).
+
+    `temperatures`, one per record, overrides the run's (as `Task.temperature` does; `compare`
+    answers as best-of-n draws: one greedy, the rest sampled); the record's meta then says it."""
+    if temperatures is not None and len(temperatures) != len(records):
+        raise ValueError(f"{len(temperatures)} temperatures for {len(records)} records")
     out = []
     for i in range(0, len(records), config.batch_size):
         part, part_seeds = records[i : i + config.batch_size], seeds[i : i + config.batch_size]
+        part_temps = temperatures[i : i + config.batch_size] if temperatures is not None else None
         observations = [render_answer(question=r.question, quotes=r.quotes) for r in part]
         prompts = [policy.prompt("answer", o) for o in observations]
         t0 = time.perf_counter()
         generations = policy.generate(
             prompts,
             max_new_tokens=config.answer_max_new_tokens,
-            sampling=config.sampling,
+            sampling=config.sampling
+            if part_temps is None
+            else [replace(config.sampling, temperature=t) for t in part_temps],
             seeds=part_seeds,
         )
         seconds = (time.perf_counter() - t0) / len(part)
-        for record, seed, obs, prompt, gen in zip(
-            part, part_seeds, observations, prompts, generations, strict=True
+        for j, (record, seed, obs, prompt, gen) in enumerate(
+            zip(part, part_seeds, observations, prompts, generations, strict=True)
         ):
             clone = EpisodeRecord.from_dict(record.to_dict())
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
@@ -293,6 +302,8 @@ def reanswer(
                 "answer_only": True,
                 "browse": record.id,
             }
+            if part_temps is not None:
+                clone.meta["temperature"] = part_temps[j]
             out.append(clone)
     return out
 
