@@ -1,6 +1,7 @@
 """DAgger: the gold-guided expert as a function of the browser's state, on real corpus pages,
 and `webagent dagger` end to end with a tiny policy (rows `train bc` reads)."""
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,24 @@ def test_nothing_worth_opening_searches_again_the_way_the_aid_allows(wiki):
     assert commands[3] == "Back"
 
 
+def test_every_label_on_a_wandering_policys_states_is_admissible(wiki):
+    """States a poor policy reaches (random admissible commands half the time): the expert's
+    label is always one the aid lists, and following it reaches a quote holding the answer."""
+    reached = 0
+    for q in [*QUESTIONS[:3], BHUTAN]:
+        for seed in range(3):
+            rng = random.Random(seed)
+            env = BrowserEnv(wiki, EnvConfig(limits=BrowseLimits(max_actions=12)))
+            env.reset(q.question)
+            while env.phase == "browse":
+                command = label(env, q.question, q.aliases)
+                if rng.random() < 0.5 and env.actions_left > 6:
+                    command = rng.choice(env.admissible().commands)
+                env.step(command)
+            reached += any(holds_alias(x.extract, q.aliases) for x in env.quotes)
+    assert reached >= 9, reached
+
+
 def test_agreement_compares_commands_as_the_grammar_reads_them():
     assert agree("Clicked on link 2", "Clicked on link 2")
     assert not agree("Clicked on link 0", "Clicked on link 2")
@@ -171,7 +190,6 @@ def test_dagger_writes_the_policy_prompts_labelled_by_the_expert_and_resumes(
         assert row["completion"] == row["meta"]["expert_action"] + "\n"
         assert row["meta"]["agree"] == agree(step.action, row["meta"]["expert_action"])
         assert {"prompt", "completion", "phase", "episode_id"} <= set(row)
-    assert all(r["phase"] == "browse" for r in rows), "a random policy quotes no answer"
     assert lines[0].startswith(f"{len(rows)} rows from 2 questions")
     assert any(line.split()[0] == "start" for line in lines[1:])
     # a rerun resumes: nothing is played twice; a larger limit plays only the new question

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
@@ -45,6 +45,9 @@ from webagent.demos import (
     on_topic_quote,
 )
 from webagent.metrics import holds_alias
+
+if TYPE_CHECKING:  # the CLI imports this module: torch loads only when episodes are played
+    from webagent.rollout import RunConfig
 
 # ----------------------------------------------------------------------------- the expert
 
@@ -269,7 +272,7 @@ def collect(
     questions: Sequence[Question],
     make_env: Callable[[], BrowserEnv],
     out: str | Path,
-    config=None,
+    config: RunConfig | None = None,
     *,
     beta: float = 0.0,
     seed: int = 0,
