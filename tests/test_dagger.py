@@ -13,7 +13,7 @@ from tiny import save_tiny
 from env.browser import BrowserEnv, EnvConfig
 from env.limits import BrowseLimits
 from env.queries import query_variants
-from env.record import read_jsonl, read_records
+from env.record import RecordError, read_jsonl, read_records
 from webagent.config import EnvArgs, PolicyArgs, load_policy
 from webagent.dagger import DaggerArgs, agree, expert_action, page_kind, run, searched_queries
 from webagent.datasets import Question
@@ -229,6 +229,8 @@ def test_dev_sets_are_refused_before_anything_loads(tmp_path):
     DaggerArgs(dataset=str(tmp_path / "train.jsonl")).check()
     with pytest.raises(ValueError, match="--beta"):
         DaggerArgs(dataset="train.jsonl", beta=1.5).check()
+    with pytest.raises(RecordError, match="directory"):
+        DaggerArgs(dataset="train.jsonl", out=str(tmp_path)).check()
 
 
 def test_dagger_cli_refuses_dev(tmp_path):

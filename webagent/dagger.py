@@ -254,6 +254,10 @@ class DaggerArgs:
             )
         if Path(self.out).resolve() == Path(self.dataset).resolve():
             raise ValueError("--out must not be the dataset")
+        from env.record import check_writable
+
+        check_writable(self.out)
+        check_writable(episodes_path(self.out))
 
 
 def episodes_path(out: str | Path) -> Path:
@@ -280,8 +284,9 @@ def collect(
     first_index: Sequence[int] | None = None,
 ) -> int:
     """Play one policy episode per question, labelling every state with the expert's command;
-    a question's rows (and its episode) are appended when its episode ends. Returns rows
-    written. `first_index[k]` is question k's position in the whole job (its episode's seed),
+    a question's rows (and its episode) are appended when its episode ends, the rows in one
+    write, last (a kill between the two writes leaves that episode twice in the episodes file,
+    never a question's rows twice or in part). Returns rows written. `first_index[k]` is question k's position in the whole job (its episode's seed),
     so a resumed run plays what an uninterrupted one would have."""
     from webagent.rollout import RunConfig, Task, run_episodes
 
