@@ -22,6 +22,7 @@ import tyro
 
 from webagent.compare import CompareArgs
 from webagent.config import ASK_MAX_ACTIONS, EnvArgs, PolicyArgs, at_least
+from webagent.dagger import DaggerArgs
 from webagent.demos import DemosArgs
 from webagent.eval import EvalArgs
 
@@ -306,6 +307,13 @@ def demos(args: DemosArgs) -> int:
     return 0
 
 
+def dagger_cmd(args: DaggerArgs) -> int:
+    from webagent.dagger import run
+
+    print("\n".join(run(args)))
+    return 0
+
+
 def compare_cmd(args: CompareArgs) -> int:
     from webagent.compare import sample_comparisons
 
@@ -345,6 +353,7 @@ COMMANDS = {
     "replay": (ReplayArgs, replay),
     "eval": (EvalCliArgs, evaluate),
     "demos": (DemosArgs, demos),
+    "dagger": (DaggerArgs, dagger_cmd),
     "compare": (CompareArgs, compare_cmd),
     "label": (LabelArgs, label_cmd),
 }

@@ -34,7 +34,7 @@ from typing import Annotated
 import tyro
 
 from env.browser import BrowserEnv
-from env.observation import render_answer, strip_markup
+from env.observation import SavedQuote, render_answer, strip_markup
 from env.pages import Page
 from env.queries import query_variants
 from env.record import EpisodeRecord, append_jsonl, read_jsonl, read_records
@@ -110,16 +110,10 @@ class Expert:
         self.act("End: Answer")
         if self.over or env.phase != "answer":
             return None
-        cited = []
-        answer_text = None
-        for quote in env.quotes:
-            spelled = _alias_in(quote.extract, q.aliases)
-            if spelled:
-                answer_text = answer_text or spelled
-                cited.append(quote.n)
-        if answer_text is None:
+        answer = expert_answer(env.quotes, q.aliases)
+        if answer is None:
             return None
-        info = self.act(f"{answer_text} {''.join(f'[{n}]' for n in cited)}")
+        info = self.act(answer)
         record = info["record"]
         record.model = "expert"
         return record
@@ -143,11 +137,10 @@ class Expert:
         self.act(f"Clicked on link {link_id}")
         if self.over or self.info["action_error"]:
             return None
-        asked = set(tokenize(q.question))
-        quotes = [c for c in env.admissible().commands if c.startswith("Quote: ")]
-        if not quotes:
+        quote = on_topic_quote(env.admissible().commands, q.question)
+        if quote is None:
             return None
-        self.act(max(quotes, key=lambda c: len(asked & set(tokenize(c[len("Quote: ") :])))))
+        self.act(quote)
         self.act("End: Answer")
         if self.over or env.phase != "answer":
             return None
@@ -219,18 +212,54 @@ class Expert:
         """`Find in page:` a question word that first occurs (below the view) on the line holding
         the answer: a jump the policy can make from the question alone. False: no such word."""
         env = self.env
-        lines = [strip_markup(line) for line in env.page.lines]
-        below = range(env.cursor + 1, len(lines))
-        target = next((i for i in below if holds_alias(lines[i], self.q.aliases)), None)
-        if target is None:
-            return False
-        for word in _content_words(self.q.question):
-            pattern = re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.I)
-            first = next((i for i in below if pattern.search(lines[i])), None)
-            if first == target and f"Find in page: {word}" in env.admissible().commands:
-                self.act(f"Find in page: {word}")
-                return not self.info["action_error"]
+        word = answer_line_word(env.page, env.cursor, self.q.question, self.q.aliases)
+        # the aid lists `Find in page:` as a prefix, never as a whole command, so this branch
+        # never acts; kept as it is so demonstrations stay what they were (`dagger` finds)
+        if word is not None and f"Find in page: {word}" in env.admissible().commands:
+            self.act(f"Find in page: {word}")
+            return not self.info["action_error"]
         return False
+
+
+def answer_line_word(page: Page, cursor: int, question: str, aliases: Sequence[str]) -> str | None:
+    """A question word whose first occurrence below the view's top line is on the first line
+    there holding the answer: `Find in page:` it jumps to the answer, a jump the policy can make
+    from the question alone. None: no answer below, or no such word."""
+    lines = [strip_markup(line) for line in page.lines]
+    below = range(cursor + 1, len(lines))
+    target = next((i for i in below if holds_alias(lines[i], aliases)), None)
+    if target is None:
+        return None
+    for word in _content_words(question):
+        pattern = re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.I)
+        if next((i for i in below if pattern.search(lines[i])), None) == target:
+            return word
+    return None
+
+
+def expert_answer(quotes: Sequence[SavedQuote], aliases: Sequence[str]) -> str | None:
+    """The expert's answer: the alias as the first quote holding one spells it, citing every
+    quote that holds one ("Leonardo da Vinci [1][2]"). None: no quote holds an alias."""
+    cited = []
+    answer_text = None
+    for quote in quotes:
+        spelled = _alias_in(quote.extract, aliases)
+        if spelled:
+            answer_text = answer_text or spelled
+            cited.append(quote.n)
+    if answer_text is None:
+        return None
+    return f"{answer_text} {''.join(f'[{n}]' for n in cited)}"
+
+
+def on_topic_quote(commands: Sequence[str], question: str) -> str | None:
+    """Of the listed `Quote:` commands, the one sharing most words with the question (the first
+    of equals): what a reader quotes when no sentence says the answer. None: nothing to quote."""
+    asked = set(tokenize(question))
+    quotes = [c for c in commands if c.startswith("Quote: ")]
+    if not quotes:
+        return None
+    return max(quotes, key=lambda c: len(asked & set(tokenize(c[len("Quote: ") :]))))
 
 
 def _content_words(question: str) -> list[str]:

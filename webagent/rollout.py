@@ -90,6 +90,11 @@ class _Slot:
 StepCallback = Callable[[int, EpisodeRecord, str], None]
 """Called after every step with (episode index, record so far, phase of that step)."""
 
+Steer = Callable[[int, BrowserEnv, str, str], str]
+"""Called before every step the policy decides, with (episode index, the environment before the
+step, the policy's prompt, the policy's action); returns the action taken. DAgger
+(`webagent.dagger`) labels the state there and may hand the step to its expert."""
+
 
 def run_episodes(
     policy: HFPolicy,
@@ -98,8 +103,11 @@ def run_episodes(
     config: RunConfig = RunConfig(),
     *,
     on_step: StepCallback | None = None,
+    steer: Steer | None = None,
 ) -> Iterator[tuple[int, EpisodeRecord]]:
-    """Yield (task index, finished record) as episodes end (not necessarily in task order)."""
+    """Yield (task index, finished record) as episodes end (not necessarily in task order).
+    With `steer`, the action taken at each step the policy decides is what it returns (the
+    step's `completion` stays the policy's own)."""
     pending = [(i, t if isinstance(t, Task) else Task(t)) for i, t in enumerate(tasks)]
     for i, task in pending:  # every question, before the first episode starts
         try:
@@ -156,9 +164,10 @@ def run_episodes(
             )
             seconds = (time.perf_counter() - t0) / len(ready)
             for slot, prompt, gen in zip(ready, prompts, generations, strict=True):
-                finished = _advance(
-                    slot, completion_to_action(gen.text), (prompt, gen), seconds, on_step
-                )
+                action = completion_to_action(gen.text)
+                if steer is not None:
+                    action = steer(slot.index, slot.env, prompt, action)
+                finished = _advance(slot, action, (prompt, gen), seconds, on_step)
                 if finished is not None:
                     slots.remove(slot)
                     yield slot.index, _stamp(finished, policy, slot)
