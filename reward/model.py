@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from env.dense import quiet_progress
 from reward.lm import ensure_pad_token, last_positions, position_ids_from_mask
 from reward.stack import check_transformers
 from reward.text import Answer, reward_text
@@ -145,11 +146,18 @@ class RewardModel(torch.nn.Module):
         """(model in eval mode, tokenizer, reward.json). `base`: the base model directory of an
         adapter-format reward model (default: the registered resolver applied to its
         "base_model", else "base_model" itself if it is a directory); ignored for `body/`."""
-        from transformers import AutoModel, AutoTokenizer
-
         check_transformers()
         directory = Path(directory)
         meta = read_meta(directory)
+        with quiet_progress():  # loading a judge is not news on the user's terminal
+            model, tokenizer = cls._load(directory, meta, base)
+        model.head.load_state_dict(load_file(directory / "head.safetensors"))
+        return model.eval(), prepare_tokenizer(tokenizer), meta
+
+    @classmethod
+    def _load(cls, directory: Path, meta: dict, base) -> tuple[RewardModel, object]:
+        from transformers import AutoModel, AutoTokenizer
+
         if meta.get("format", "body") == "body":  # reward models saved before adapters too
             body = AutoModel.from_pretrained(directory / "body", local_files_only=True)
             model = cls(body, meta["pooling"])
@@ -163,8 +171,7 @@ class RewardModel(torch.nn.Module):
             check_base(directory, meta, model.base_fingerprint, base_dir)
             model.body = PeftModel.from_pretrained(body, str(directory), is_trainable=False)
             tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-        model.head.load_state_dict(load_file(directory / "head.safetensors"))
-        return model.eval(), prepare_tokenizer(tokenizer), meta
+        return model, tokenizer
 
 
 def read_meta(directory: Path) -> dict:
