@@ -41,6 +41,10 @@ class Ranked:
     vote_weight: float
     greedy_bonus: float = 0.0
 
+    def judged(self, i: int) -> dict:
+        """Candidate i's scores as ask's --json and eval's rows keep them."""
+        return {"score": self.scores[i], "agreement": self.agreement[i], "final": self.final[i]}
+
 
 def pick(scores: Sequence[float], named: Sequence[bool] | None = None) -> int:
     """Index of the highest score (the first one on ties) among the candidates that name an
@@ -124,13 +128,10 @@ def rank(
     greedy_bonus: float | None = None,
 ) -> Ranked:
     """Score each record's answer (with its quotes) and pick the best; `vote_weight` and
-    `greedy_bonus` None: the reward model's own (`vote_weight_of`, `greedy_bonus_of`)."""
-    weight = vote_weight_of(scorer) if vote_weight is None else check_vote_weight(vote_weight)
-    bonus = (
-        greedy_bonus_of(scorer)
-        if greedy_bonus is None
-        else check_vote_weight(greedy_bonus, "greedy bonus")
-    )
+    `greedy_bonus` None: the reward model's own (`vote_weight_of`, `greedy_bonus_of`); `judge`
+    checks them."""
+    weight = vote_weight_of(scorer) if vote_weight is None else vote_weight
+    bonus = greedy_bonus_of(scorer) if greedy_bonus is None else greedy_bonus
     answers = [Answer.from_record(r) for r in records]
     scores = scorer.score(question, answers)
     return judge(scores, [a.text for a in answers], weight, bonus)

@@ -170,9 +170,7 @@ def _ask_best_of(args: AskArgs, policy, make_env) -> int:
         {
             "answer": r.answer,
             "temperature": r.meta.get("temperature"),
-            "score": ranked.scores[i],
-            "agreement": ranked.agreement[i],
-            "final": ranked.final[i],
+            **ranked.judged(i),
             "actions": len([x for x in r.steps if x.phase == "browse"]),
         }
         for i, r in enumerate(records)

@@ -211,11 +211,9 @@ def _rows_browse(
         for i, record in run_episodes(policy, tasks, make_env, config):
             yield questions[i], episode_row(questions[i], record, cache, corpus)
         return
-    from reward.best_of_n import vote_weight_of
     from reward.model import RewardScorer
 
     scorer = RewardScorer(args.rm)
-    weight = vote_weight_of(scorer) if args.vote_weight is None else args.vote_weight
     temperature = best_of_temperature(args.policy)
     tasks = [
         task
@@ -225,7 +223,8 @@ def _rows_browse(
         )
     ]
     for qi, records in grouped(run_episodes(policy, tasks, make_env, config), n):
-        yield questions[qi], best_of_row(questions[qi], records, scorer, cache, corpus, weight)
+        row = best_of_row(questions[qi], records, scorer, cache, corpus, args.vote_weight)
+        yield questions[qi], row
 
 
 def best_of_row(
@@ -251,7 +250,7 @@ def best_of_row(
         {
             "answer": row["answer"],
             "temperature": record.meta.get("temperature"),
-            **_judged(ranked, i),
+            **ranked.judged(i),
             "em": row["em"],
             "supported": row["supported"],
             "actions": row["actions"],
@@ -265,11 +264,6 @@ def best_of_row(
     best["greedy_bonus"] = ranked.greedy_bonus
     best["seconds"] = sum(c["seconds"] for c in best["candidates"])
     return best
-
-
-def _judged(ranked, i: int) -> dict:
-    """Candidate i's scores as a row keeps them."""
-    return {"score": ranked.scores[i], "agreement": ranked.agreement[i], "final": ranked.final[i]}
 
 
 def rescore(rows: list[dict], scorer, vote_weight: float | None = None) -> list[dict]:
@@ -291,7 +285,7 @@ def rescore(rows: list[dict], scorer, vote_weight: float | None = None) -> list[
                 **row,
                 "vote_weight": ranked.vote_weight,
                 "greedy_bonus": ranked.greedy_bonus,
-                "candidates": [{**c, **_judged(ranked, i)} for i, c in enumerate(cands)],
+                "candidates": [{**c, **ranked.judged(i)} for i, c in enumerate(cands)],
             }
         )
     return out
