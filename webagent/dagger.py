@@ -35,6 +35,7 @@ from env.browser import BrowserEnv
 from env.observation import strip_markup
 from env.queries import query_variants
 from env.record import append_jsonl, read_jsonl
+from webagent.compare import episodes_path  # the policy's own episodes, beside the rows
 from webagent.config import EnvArgs, PolicyArgs, at_least
 from webagent.datasets import Question
 from webagent.demos import (
@@ -260,11 +261,6 @@ class DaggerArgs:
         check_writable(episodes_path(self.out))
 
 
-def episodes_path(out: str | Path) -> Path:
-    """Where the policy's own episodes are kept, beside the rows."""
-    return Path(str(out).replace(".jsonl", "") + ".episodes.jsonl")
-
-
 def done_ids(out: str | Path) -> set[str]:
     """Question ids with rows already in OUT (for resuming)."""
     p = Path(out)
@@ -286,8 +282,9 @@ def collect(
     """Play one policy episode per question, labelling every state with the expert's command;
     a question's rows (and its episode) are appended when its episode ends, the rows in one
     write, last (a kill between the two writes leaves that episode twice in the episodes file,
-    never a question's rows twice or in part). Returns rows written. `first_index[k]` is question k's position in the whole job (its episode's seed),
-    so a resumed run plays what an uninterrupted one would have."""
+    never a question's rows twice or in part). Returns rows written. `first_index[k]` is
+    question k's position in the whole job (its episode's seed), so a resumed run plays what an
+    uninterrupted one would have."""
     from webagent.rollout import RunConfig, Task, run_episodes
 
     config = config or RunConfig()
