@@ -61,10 +61,11 @@ def body_fingerprint(body) -> dict:
     digest = hashlib.sha256()
     count = 0
     for name, p in sorted(body.named_parameters()):
-        flat = p.detach().reshape(-1).float()
+        flat = p.detach().reshape(-1)
         count += flat.numel()
         digest.update(f"{name}:{tuple(p.shape)}".encode())
-        digest.update(torch.cat([flat[:64], flat[-64:]]).numpy().tobytes())
+        # the 128 values, then float32: not a float copy of every weight (a bf16 body)
+        digest.update(torch.cat([flat[:64], flat[-64:]]).float().numpy().tobytes())
     return {"parameters": count, "sha256": digest.hexdigest()}
 
 
