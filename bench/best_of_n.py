@@ -7,15 +7,16 @@ more reward models ranking the same sampled candidates.
         --n 4 --greedy --limit 40 --out runs/bench-ppo   # BC against BC+PPO (issue 7's table)
 
 The candidates are sampled once, by an ordinary resumable `webagent eval --best-of N` run (its
---rm picks there: `--sample-rm`, else the first of `--rms`); every other reward model rescores the same episodes, so the
-rows differ only in the judge. Best-of-k reads the first k candidates of each question; its
+--rm picks there: `--sample-rm`, else the first of `--rms`); every other reward model rescores
+the same episodes, so the rows differ only in the judge. Best-of-k reads the first k candidates of each question; its
 s/question is those k episodes' share of the batched compute plus scoring (WebGPT's question:
 where does the compute-efficient n land for this model size?). Candidate 1 is the greedy
 episode and the others are sampled at --temperature, so best-of-1 is greedy decoding; the judge
 adds --vote-weight (default: each reward model's own) times a candidate's agreement with the
-other k-1 to its reward. `--runs DIR…` skips sampling: each reward model reranks the candidates
-earlier runs kept. `oracle` counts a question right when any of the k candidates is. With several `--policies` each samples into OUT/<name>, and
-`EM / first` compares every row with the first policy's best-of-1 under the first reward
+other k-1 to its reward, and the reward model's greedy bonus to the greedy candidate. `--runs
+DIR…` skips sampling: each reward model reranks the candidates earlier runs kept. `oracle`
+counts a question right when any of the k candidates is. With several `--policies` each samples
+into OUT/<name>, and `EM / first` compares every row with the first policy's best-of-1 under the first reward
 model; `--greedy` adds each policy's greedy (temperature 0) run.
 """
 

@@ -48,7 +48,8 @@ class AskArgs:
     Default: the shipped one (`webagent.config.DEFAULT_RM`)."""
     vote_weight: float | None = None
     """--best-of: weight of a candidate's agreement with the others (share giving the same
-    answer) added to its reward; default: the reward model's own (reward.json best_of.vote_weight, else 0)."""
+    answer) added to its reward; default: the reward model's own (reward.json
+    best_of.vote_weight, else 0)."""
     debug: bool = False
     """Show tracebacks."""
 

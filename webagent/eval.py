@@ -90,7 +90,8 @@ class EvalArgs:
     Default: the shipped one (`webagent.config.DEFAULT_RM`)."""
     vote_weight: float | None = None
     """--best-of: weight of a candidate's agreement with the others (share giving the same
-    answer) added to its reward; default: the reward model's own (reward.json best_of.vote_weight, else 0)."""
+    answer) added to its reward; default: the reward model's own (reward.json
+    best_of.vote_weight, else 0)."""
     limit: int | None = None
     """Evaluate only the first N questions."""
     batch: int = 8
@@ -534,7 +535,8 @@ def _curve_table(curve: list[dict] | None) -> list[str]:
         return []
     lines = [
         "Best-of-k from the same candidates (candidate 1 greedy; the judge picks: reward + "
-        "vote weight × agreement among the k; `oracle`: any candidate right):",
+        "vote weight × agreement among the k, + the greedy bonus for candidate 1; `oracle`: "
+        "any candidate right):",
         "",
         "| k | EM | won / lost vs k=1 | oracle EM | s/question |",
         "|---|---|---|---|---|",
