@@ -5,6 +5,8 @@ more reward models ranking the same sampled candidates.
     .venv/bin/python bench/best_of_n.py --rms runs/rm/all-minilm-l6-v2 --limit 5 --n 2   # smoke run
     .venv/bin/python bench/best_of_n.py --policies bc-gemma3-270m runs/ppo --rms runs/rm/gemma \
         --n 4 --greedy --limit 40 --out runs/bench-ppo   # BC against BC+PPO (issue 7's table)
+    .venv/bin/python bench/best_of_n.py --rms webagent/policies/rm-gemma3-270m \
+        --runs runs/dev-greedy runs/dev-t07-s1 … runs/dev-t07-s7   # plain eval runs as candidates
 
 The candidates are sampled once, by an ordinary resumable `webagent eval --best-of N` run (its
 --rm picks there: `--sample-rm`, else the first of `--rms`); every other reward model rescores
@@ -75,7 +77,8 @@ def main() -> None:
         metavar="DIR",
         help="no sampling: every reward model reranks the candidates these earlier "
         "runs kept (their questions joined, a question's candidates from several runs "
-        "one after another; best-of-k up to the fewest candidates)",
+        "one after another; best-of-k up to the fewest candidates). A plain eval run is one "
+        "candidate per question: give the greedy run first, then sampled runs",
     )
     ap.add_argument(
         "--min-candidates",
@@ -197,15 +200,25 @@ def rerank(
 def join_runs(runs: list[str]) -> list[dict]:
     """The runs' rows, one per question: a question sampled by several runs (e.g. the same
     questions at another --seed) has their candidates one after another, in --runs order, so
-    best-of-8 can be read off two best-of-4 runs."""
+    best-of-8 can be read off two best-of-4 runs. A plain `webagent eval` run (no best-of) is
+    one candidate per question, its episode: a greedy run first, then runs at --temperature T
+    with different --seed, are best-of-n's candidates (the judge treats the first as greedy)."""
     by_question: dict[str, dict] = {}
     for run_dir in runs:
         for r in read_jsonl(Path(run_dir) / "results.jsonl"):
+            cands = r["candidates"] if "candidates" in r else [_candidate(r)]
             if (seen := by_question.get(r["question_id"])) is None:
-                by_question[r["question_id"]] = {**r, "candidates": list(r["candidates"])}
+                by_question[r["question_id"]] = {**r, "candidates": list(cands)}
             else:
-                seen["candidates"] += r["candidates"]
+                seen["candidates"] += cands
     return list(by_question.values())
+
+
+def _candidate(row: dict) -> dict:
+    """A plain eval row as one best-of candidate (`webagent.eval.best_of_row`'s keys; its
+    scores come from `rescore`)."""
+    keys = ("answer", "em", "supported", "actions", "seconds", "episode")
+    return {**{k: row[k] for k in keys}, "score": 0.0}
 
 
 def _rm_name(rm: str) -> str:
