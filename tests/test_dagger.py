@@ -187,9 +187,20 @@ def test_dagger_writes_the_policy_prompts_labelled_by_the_expert_and_resumes(
         step = episodes[row["question_id"]].steps[row["meta"]["step"]]
         assert row["prompt"] == step.prompt == policy.prompt(step.phase, step.observation)
         assert row["meta"]["policy_action"] == step.action, "beta 0: the policy acts"
-        assert row["completion"] == row["meta"]["expert_action"] + "\n"
+        lead = " " if row["phase"] == "answer" else ""
+        assert row["completion"] == lead + row["meta"]["expert_action"] + "\n"
         assert row["meta"]["agree"] == agree(step.action, row["meta"]["expert_action"])
         assert {"prompt", "completion", "phase", "episode_id"} <= set(row)
+    # every episode reaches its answer: labelled with the cited alias when a quote holds one,
+    # else with the canonical answer, uncited (the recall expert's answer)
+    by_q = {q.id: q for q in questions}
+    answers = {r["question_id"]: r for r in rows if r["phase"] == "answer"}
+    assert set(answers) == {"m3", "m1"}
+    for qid, row in answers.items():
+        held = any(holds_alias(x.extract, by_q[qid].aliases) for x in episodes[qid].quotes)
+        assert row["meta"]["recall"] is not held
+        if not held:
+            assert row["completion"] == f" {by_q[qid].answer}\n"
     assert lines[0].startswith(f"{len(rows)} rows from 2 questions")
     assert any(line.split()[0] == "start" for line in lines[1:])
     # a rerun resumes: nothing is played twice; a larger limit plays only the new question
@@ -220,6 +231,18 @@ def test_beta_1_lets_the_expert_drive_and_labels_its_answer(
     assert [r["meta"]["page"] for r in rows][:2] == ["start", "results"]
     assert rows[-1]["phase"] == "answer" and rows[-1]["completion"] == " Tigris [1]\n"
     assert record.answer == "Tigris [1]"
+
+
+def test_no_recall_leaves_answer_states_whose_quotes_miss_unlabelled(
+    tmp_path, tiny_dir, index_dir, monkeypatch
+):
+    monkeypatch.setenv("WEBAGENT_CACHE", str(index_dir.parent))
+    args = dagger_args(tmp_path, tiny_dir, [QUESTIONS[2]], 2, recall=False)
+    run(args)
+    (record,) = read_records(str(Path(args.out)).replace(".jsonl", ".episodes.jsonl"))
+    rows = list(read_jsonl(args.out))
+    assert not any(holds_alias(x.extract, QUESTIONS[2].aliases) for x in record.quotes)
+    assert [r["phase"] for r in rows] == ["browse", "browse"]
 
 
 def test_dev_sets_are_refused_before_anything_loads(tmp_path):

@@ -44,6 +44,7 @@ from webagent.demos import (
     expert_answer,
     grounded_order,
     on_topic_quote,
+    written_answer,
 )
 from webagent.metrics import holds_alias
 
@@ -241,6 +242,10 @@ class DaggerArgs:
     """Episodes decoded together."""
     max_results: int = EXPERT_MAX_RESULTS
     """Results per search the expert would open (as `demos --max-results`)."""
+    recall: bool = True
+    """Label answer states whose quotes hold no alias with the canonical answer, uncited (as
+    `demos --recall` does), so the answer phase learns to answer from memory without a false
+    citation on the states the policy reaches; --no-recall leaves those states unlabelled."""
     debug: bool = False
     """Show tracebacks."""
 
@@ -278,13 +283,15 @@ def collect(
     seed: int = 0,
     max_results: int = EXPERT_MAX_RESULTS,
     first_index: Sequence[int] | None = None,
+    recall: bool = True,
 ) -> int:
     """Play one policy episode per question, labelling every state with the expert's command;
     a question's rows (and its episode) are appended when its episode ends, the rows in one
     write, last (a kill between the two writes leaves that episode twice in the episodes file,
     never a question's rows twice or in part). Returns rows written. `first_index[k]` is
     question k's position in the whole job (its episode's seed), so a resumed run plays what an
-    uninterrupted one would have."""
+    uninterrupted one would have. With `recall`, an answer state whose quotes hold no alias is
+    labelled with the canonical answer, uncited (`demos --recall`'s answer)."""
     from webagent.rollout import RunConfig, Task, run_episodes
 
     config = config or RunConfig()
@@ -303,13 +310,16 @@ def collect(
     def steer(k: int, env: BrowserEnv, prompt: str, action: str) -> str:
         q = questions[k]
         step = len(env.record.steps)
+        recalled = False
         if env.phase == "browse":
             label = expert_action(
                 env, q.question, q.aliases, searched_queries(env), max_results=max_results
             )
         else:
             label = expert_answer(env.quotes, q.aliases)
-            if label is None:  # no quote holds the answer: nothing to imitate
+            if label is None and recall:  # the quotes miss: answer from memory, citing nothing
+                label, recalled = written_answer(q), True
+            if label is None:
                 return action
         take_expert = beta > 0 and random.Random(f"{seed}/{q.id}/{step}").random() < beta
         pending[k].append(
@@ -327,6 +337,7 @@ def collect(
                     "expert_action": label,
                     "agree": agree(action, label),
                     "took": "expert" if take_expert else "policy",
+                    "recall": recalled,
                 },
             }
         )
@@ -346,7 +357,8 @@ def summary(out: str | Path) -> list[str]:
     rows = list(read_jsonl(out)) if Path(out).exists() else []
     by: dict[str, Counter] = {}
     for r in rows:
-        kind = r.get("meta", {}).get("page", "?")
+        meta = r.get("meta", {})
+        kind = "recall" if meta.get("recall") else meta.get("page", "?")
         c = by.setdefault(kind, Counter())
         c["rows"] += 1
         c["agree"] += bool(r.get("meta", {}).get("agree"))
@@ -359,7 +371,8 @@ def summary(out: str | Path) -> list[str]:
         "results",
         "article",
         "answer",
-        *sorted(set(by) - {"start", "results", "article", "answer"}),
+        "recall",
+        *sorted(set(by) - {"start", "results", "article", "answer", "recall"}),
     ):
         if kind in by:
             c = by[kind]
@@ -392,5 +405,6 @@ def run(args: DaggerArgs) -> list[str]:
             seed=args.policy.seed,
             max_results=args.max_results,
             first_index=[i for i, _ in todo],
+            recall=args.recall,
         )
     return summary(args.out)

@@ -54,7 +54,7 @@ def _alias_in(text: str, aliases: Sequence[str]) -> str | None:
     return None
 
 
-def _as_written(q: Question) -> str:
+def written_answer(q: Question) -> str:
     """The canonical answer in ordinary case (TriviaQA shouts some: "HOLOGRAPHY")."""
     if not q.answer.isupper():
         return q.answer
@@ -146,7 +146,7 @@ class Expert:
             return None
         quote = env.quotes[0]
         spelled = _alias_in(quote.extract, q.aliases)
-        info = self.act(f"{spelled} [{quote.n}]" if spelled else _as_written(q))
+        info = self.act(f"{spelled} [{quote.n}]" if spelled else written_answer(q))
         record = info["record"]
         record.model = "expert"
         return record
