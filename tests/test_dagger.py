@@ -187,7 +187,7 @@ def test_dagger_writes_the_policy_prompts_labelled_by_the_expert_and_resumes(
         step = episodes[row["question_id"]].steps[row["meta"]["step"]]
         assert row["prompt"] == step.prompt == policy.prompt(step.phase, step.observation)
         assert row["meta"]["policy_action"] == step.action, "beta 0: the policy acts"
-        lead = " " if row["phase"] == "answer" else ""
+        lead = policy.format.lead(row["phase"])
         assert row["completion"] == lead + row["meta"]["expert_action"] + "\n"
         assert row["meta"]["agree"] == agree(step.action, row["meta"]["expert_action"])
         assert {"prompt", "completion", "phase", "episode_id"} <= set(row)

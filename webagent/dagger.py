@@ -352,6 +352,11 @@ def collect(
     return written
 
 
+STATES = ("start", "results", "article", "answer", "recall")
+"""Where a row was labelled, in the summary's order: `page_kind`'s four, and "recall" for an
+answer state whose quotes miss (labelled with the canonical answer)."""
+
+
 def summary(out: str | Path) -> list[str]:
     """Rows in OUT and how often the policy wrote the expert's command, by where it was."""
     rows = list(read_jsonl(out)) if Path(out).exists() else []
@@ -361,19 +366,12 @@ def summary(out: str | Path) -> list[str]:
         kind = "recall" if meta.get("recall") else meta.get("page", "?")
         c = by.setdefault(kind, Counter())
         c["rows"] += 1
-        c["agree"] += bool(r.get("meta", {}).get("agree"))
+        c["agree"] += bool(meta.get("agree"))
     questions = len({r.get("question_id") for r in rows})
     lines = [f"{len(rows)} rows from {questions} questions -> {out}"]
     total = sum(c["agree"] for c in by.values())
     lines.append(f"  {'state':<8} {'rows':>6} {'policy = expert':>16}")
-    for kind in (
-        "start",
-        "results",
-        "article",
-        "answer",
-        "recall",
-        *sorted(set(by) - {"start", "results", "article", "answer", "recall"}),
-    ):
+    for kind in (*STATES, *sorted(set(by) - set(STATES))):
         if kind in by:
             c = by[kind]
             lines.append(f"  {kind:<8} {c['rows']:>6} {c['agree'] / c['rows']:>16.3f}")
