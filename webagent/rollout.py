@@ -150,7 +150,7 @@ def run_episodes(
             seeds = [s.seed * 1_000_003 + s.steps for s in ready]
             t0 = time.perf_counter()
             constrained = [
-                _led(s.env.admissible(), policy, s.env.phase)
+                led(s.env.admissible(), policy, s.env.phase)
                 if config.admissible_only and not (policy.free_answers and s.env.phase == "answer")
                 else None
                 for s in ready
@@ -174,7 +174,7 @@ def run_episodes(
         fill()
 
 
-def _led(admissible: Admissible, policy, phase: str) -> Admissible:
+def led(admissible: Admissible, policy, phase: str) -> Admissible:
     """The admissible set as the policy writes it after its prompt (a base prompt's answer
     follows `Answer:` after a space: `PromptFormat.lead`)."""
     fmt = getattr(policy, "format", None)

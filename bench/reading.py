@@ -1,0 +1,267 @@
+"""The reading decision alone: on an article, does a policy stay and quote when the page in view
+holds the answer, and leave when it does not? (issue 20)
+
+    .venv/bin/python bench/reading.py                                  # last 150 train questions
+    .venv/bin/python bench/reading.py --policies bc-gemma3-270m runs/dagger/policy
+    .venv/bin/python bench/reading.py --quick                          # 12 questions
+
+For each question the script searches its first query variant (`env.queries.query_variants`,
+what the demonstrator searches) and opens results 0 .. `--results`-1 in turn, going Back between
+them, as a policy that scans the results would. At each article state it records whether a
+sentence the aid lets it quote holds an answer alias ("holds"), then asks each policy for its
+greedy, aided command there (one step, no rollout: the states are the same for every policy).
+
+Rows, all on the same states:
+- **ceiling**: share of questions whose answer is quotable in view on one of those pages, for
+  the first one and two query variants: what a perfect reader could quote with this search.
+- **encoder**: the search's own encoder (fine-tuned MiniLM) as a reader: AUC of its best
+  sentence's score for "this view holds the answer", and whether its best sentence holds it.
+- **each policy**: P(quote | holds), P(quote | not), P(its quote holds | holds), by rank too.
+  A policy that reads has P(quote | holds) well above P(quote | not); equal shares mean it
+  decides by where it is in the episode, not by what the page says. Its AUC is that of its
+  stay-or-leave decision as a classifier of "holds": 0.5 + (P(quote | holds) - P(quote | not)) / 2,
+  0.5 being no reading at all.
+
+Measure on held-out train questions (the default: the last 150, outside every training set
+built from the first ones); never choose a policy on dev.jsonl.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from retrieval import table  # noqa: E402  (the bench tables' one printer)
+
+from env import commands as cmds  # noqa: E402
+from env.admissible import Admissible  # noqa: E402
+from env.queries import query_variants  # noqa: E402
+from webagent.config import EnvArgs  # noqa: E402
+from webagent.datasets import Question, load_questions  # noqa: E402
+from webagent.metrics import holds_alias  # noqa: E402
+
+
+@dataclass
+class Args:
+    """Reading-decision benchmark."""
+
+    quick: bool = False
+    """Small run: the last 12 train questions."""
+    shared_dir: Path = ROOT.parent / "shared"
+    """Folder holding data/triviaqa/train.jsonl."""
+    last: int = 150
+    """Questions: the last N of train.jsonl."""
+    results: int = 3
+    """Results opened per search (ranks 0 .. N-1)."""
+    policies: list[str] = field(default_factory=lambda: ["bc-gemma3-270m"])
+    """Policy specs, as `--model` takes them."""
+    batch: int = 8
+    """States decoded together."""
+    int8: bool = True
+    """Sample with int8 weights (the default policy setting); --no-int8 for fp32."""
+
+
+@dataclass
+class State:
+    """One article state: what the policy sees and which of its quotes hold the answer."""
+
+    question: Question
+    rank: int
+    title: str
+    observation: str
+    admissible: Admissible
+    good: tuple[str, ...]
+    """The listed `Quote:` commands whose sentence holds an alias."""
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.good)
+
+    @property
+    def quotes(self) -> list[str]:
+        return [c for c in self.admissible.commands if c.startswith("Quote: ")]
+
+
+def scan(question: Question, make_env, results: int, variant: int = 0) -> list[State]:
+    """Search one query variant, open its first `results` results in turn (Back between)."""
+    variants = query_variants(question.question)
+    if variant >= len(variants):
+        return []
+    env = make_env()
+    env.reset(question.question, seed=0)
+    obs, *_ = env.step(f"Search {variants[variant]}")
+    states: list[State] = []
+    if env.page is None or env.page.kind != "search":
+        return states
+    for rank in range(min(results, len(env.page.links))):
+        obs, *_ = env.step(f"Clicked on link {rank}")
+        if env.page is None or env.page.kind == "search":
+            break
+        adm = env.admissible()
+        good = tuple(
+            c
+            for c in adm.commands
+            if c.startswith("Quote: ") and holds_alias(c[len("Quote: ") :], question.aliases)
+        )
+        states.append(State(question, rank, env.page.title or "", obs, adm, good))
+        obs, *_ = env.step("Back")
+    return states
+
+
+def kind(command: str) -> str:
+    """The command's name in the grammar (search, click, quote, back, ...), or "invalid"."""
+    try:
+        return cmds.to_dict(cmds.parse(command))["name"]
+    except cmds.CommandError:
+        return "invalid"
+
+
+def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    """P(a holding state scores above a missing one), ties half."""
+    y = np.asarray(labels, bool)
+    s = np.asarray(scores, float)
+    pos, neg = s[y][:, None], s[~y][None, :]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / max(1, pos.size * neg.size))
+
+
+def encoder_row(states: Sequence[State]) -> list[str]:
+    """The search encoder as a reader: its best sentence in view, scored against the question."""
+    from env.dense import shared_encoder
+
+    encoder = shared_encoder()
+    best, right = [], 0
+    for s in states:
+        sentences = [c[len("Quote: ") :] for c in s.quotes]
+        if not sentences:
+            best.append(-1.0)
+            continue
+        q = encoder.encode_queries([s.question.question])[0]
+        scores = encoder.encode([f"{s.title}. {x}" for x in sentences]) @ q
+        best.append(float(scores.max()))
+        right += s.holds and s.quotes[int(scores.argmax())] in s.good
+    holding = sum(s.holds for s in states)
+    return [
+        "encoder (best sentence)",
+        f"{auc([s.holds for s in states], best):.3f}",
+        "—",
+        "—",
+        f"{right / max(1, holding):.3f}",
+        "—",
+        "—",
+    ]
+
+
+def probe(spec: str, states: Sequence[State], args: Args) -> tuple[list[str], float]:
+    """A policy's greedy aided command at every state; its table row and seconds per state."""
+    from webagent.config import PolicyArgs, load_policy
+    from webagent.policy import Sampling
+    from webagent.rollout import led
+
+    policy = load_policy(PolicyArgs(model=spec, int8=args.int8))
+    actions: list[str] = []
+    t0 = time.perf_counter()
+    for b in range(0, len(states), args.batch):
+        batch = states[b : b + args.batch]
+        generations = policy.generate(
+            [policy.prompt("browse", s.observation) for s in batch],
+            max_new_tokens=64,
+            sampling=Sampling(),
+            constrained=[led(s.admissible, policy, "browse") for s in batch],
+        )
+        actions += [g.text.strip() for g in generations]
+    seconds = (time.perf_counter() - t0) / max(1, len(states))
+    kinds = [kind(a) for a in actions]
+    hold = [i for i, s in enumerate(states) if s.holds]
+    miss = [i for i, s in enumerate(states) if not s.holds]
+
+    def share(ix: list[int], test) -> float:
+        return sum(bool(test(i)) for i in ix) / max(1, len(ix))
+
+    by_rank = []
+    for rank in sorted({s.rank for s in states}):
+        h = [i for i in hold if states[i].rank == rank]
+        m = [i for i in miss if states[i].rank == rank]
+        quoted = share(h, lambda i: kinds[i] == "quote")
+        by_rank.append(f"{rank}: {quoted:.2f} / {share(m, lambda i: kinds[i] == 'quote'):.2f}")
+    leave = Counter(kinds[i] for i in miss)
+    stay, stray = (
+        share(hold, lambda i: kinds[i] == "quote"),
+        share(miss, lambda i: kinds[i] == "quote"),
+    )
+    row = [
+        spec,
+        f"{0.5 + (stay - stray) / 2:.3f}",
+        f"{stay:.3f}",
+        f"{stray:.3f}",
+        f"{share(hold, lambda i: actions[i] in states[i].good):.3f}",
+        "; ".join(by_rank),
+        ", ".join(f"{k} {v}" for k, v in leave.most_common(3)),
+    ]
+    return row, seconds
+
+
+def run(args: Args) -> int:
+    last = 12 if args.quick else args.last
+    questions = [q for q in load_questions(args.shared_dir / "data/triviaqa/train.jsonl")]
+    questions = [q for q in questions[-last:] if q.aliases]
+    make_env = EnvArgs().env_factory()
+    t0 = time.perf_counter()
+    states: list[State] = []
+    reachable = {0: 0, 1: 0}
+    for n, q in enumerate(questions, 1):
+        first = scan(q, make_env, args.results)
+        states += first
+        found = any(s.holds for s in first)
+        reachable[0] += found
+        reachable[1] += found or any(s.holds for s in scan(q, make_env, args.results, variant=1))
+        if n % 50 == 0:
+            print(f"  states: {n}/{len(questions)} questions", file=sys.stderr, flush=True)
+    holding = sum(s.holds for s in states)
+    print(
+        f"{len(questions)} questions (the last of train.jsonl), {len(states)} article states "
+        f"(results 0-{args.results - 1} of the first query), {holding} hold the answer in view; "
+        f"built in {time.perf_counter() - t0:.1f} s\n"
+    )
+    n = max(1, len(questions))
+    print(
+        f"ceiling: the answer is quotable on one of these pages for {reachable[0] / n:.3f} of "
+        f"questions with the first query, {reachable[1] / n:.3f} with the first two\n"
+    )
+    rows = [encoder_row(states)]
+    for spec in args.policies:
+        row, seconds = probe(spec, states, args)
+        rows.append(row)
+        print(f"  {spec}: {seconds:.2f} s/state", file=sys.stderr, flush=True)
+    table(
+        [
+            "reader",
+            "AUC",
+            "quotes when the view holds it",
+            "quotes when not",
+            "its quote holds it (when held)",
+            "by rank: quotes when held / when not",
+            "when not: commonest commands",
+        ],
+        rows,
+    )
+    return 0
+
+
+def main() -> int:
+    import tyro
+
+    return run(tyro.cli(Args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
