@@ -3,6 +3,7 @@ holds the answer, and leave when it does not? (issue 20)
 
     .venv/bin/python bench/reading.py                                  # last 150 train questions
     .venv/bin/python bench/reading.py --policies bc-gemma3-270m runs/dagger/policy
+    .venv/bin/python bench/reading.py --readers runs/reader --policies   # a trained reader alone
     .venv/bin/python bench/reading.py --quick                          # 12 questions
 
 For each question the script searches its first query variant (`env.queries.query_variants`,
@@ -16,6 +17,8 @@ Rows, all on the same states:
   the first one and two query variants: what a perfect reader could quote with this search.
 - **encoder**: the search's own encoder (fine-tuned MiniLM) as a reader: AUC of its best
   sentence's score for "this view holds the answer", and whether its best sentence holds it.
+- **each reader** (`--readers DIR ...`): a reward model (`webagent train rm` output), e.g. one
+  trained on (question, sentence) comparisons, scored the same way.
 - **each policy**: P(quote | holds), P(quote | not), P(its quote holds | holds), by rank too.
   A policy that reads has P(quote | holds) well above P(quote | not); equal shares mean it
   decides by where it is in the episode, not by what the page says. Its AUC is that of its
@@ -28,6 +31,7 @@ built from the first ones); never choose a policy on dev.jsonl.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -65,6 +69,9 @@ class Args:
     """Results opened per search (ranks 0 .. N-1)."""
     policies: list[str] = field(default_factory=lambda: ["bc-gemma3-270m"])
     """Policy specs, as `--model` takes them."""
+    readers: list[str] = field(default_factory=list)
+    """Reward-model directories (`webagent train rm` output) scored as readers: each sentence in
+    view is judged as the lone quote of an empty answer, like the encoder row."""
     batch: int = 8
     """States decoded together."""
     int8: bool = True
@@ -134,24 +141,46 @@ def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
     return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / max(1, pos.size * neg.size))
 
 
-def encoder_row(states: Sequence[State]) -> list[str]:
-    """The search encoder as a reader: its best sentence in view, scored against the question."""
+def encoder_scores(question: str, title: str, sentences: list[str]) -> np.ndarray:
+    """The search encoder as a reader: each sentence (with its page title) against the question."""
     from env.dense import shared_encoder
 
     encoder = shared_encoder()
+    q = encoder.encode_queries([question])[0]
+    return encoder.encode([f"{title}. {x}" for x in sentences]) @ q
+
+
+def reader_scores(directory: str):
+    """A reward model as a reader: each sentence as the lone quote of an empty answer."""
+    import webagent.models  # noqa: F401  (registers the reward models' base resolver)
+    from reward.model import RewardScorer
+    from reward.text import Answer, Quote
+
+    scorer = RewardScorer(directory, batch_size=16)
+
+    def score(question: str, title: str, sentences: list[str]) -> np.ndarray:
+        return np.asarray(
+            scorer.score(question, [Answer("", (Quote(title, x),)) for x in sentences])
+        )
+
+    return score
+
+
+def reader_row(name: str, states: Sequence[State], score) -> list[str]:
+    """A sentence scorer as a reader: AUC of its best sentence's score for "the view holds the
+    answer", and how often that best sentence is one that holds it."""
     best, right = [], 0
     for s in states:
         sentences = [c[len("Quote: ") :] for c in s.quotes]
         if not sentences:
-            best.append(-1.0)
+            best.append(-math.inf)
             continue
-        q = encoder.encode_queries([s.question.question])[0]
-        scores = encoder.encode([f"{s.title}. {x}" for x in sentences]) @ q
+        scores = score(s.question.question, s.title, sentences)
         best.append(float(scores.max()))
         right += s.holds and s.quotes[int(scores.argmax())] in s.good
     holding = sum(s.holds for s in states)
     return [
-        "encoder (best sentence)",
+        name,
         f"{auc([s.holds for s in states], best):.3f}",
         "—",
         "—",
@@ -237,7 +266,9 @@ def run(args: Args) -> int:
         f"ceiling: the answer is quotable on one of these pages for {reachable[0] / n:.3f} of "
         f"questions with the first query, {reachable[1] / n:.3f} with the first two\n"
     )
-    rows = [encoder_row(states)]
+    rows = [reader_row("encoder (best sentence)", states, encoder_scores)]
+    for directory in args.readers:
+        rows.append(reader_row(f"{directory} (best sentence)", states, reader_scores(directory)))
     for spec in args.policies:
         row, seconds = probe(spec, states, args)
         rows.append(row)
