@@ -50,9 +50,9 @@ from retrieval import table  # noqa: E402  (the bench tables' one printer)
 from env import commands as cmds  # noqa: E402
 from env.admissible import Admissible  # noqa: E402
 from env.queries import query_variants  # noqa: E402
-from webagent.config import EnvArgs  # noqa: E402
+from webagent.config import EnvArgs, at_least  # noqa: E402
 from webagent.datasets import Question, load_questions  # noqa: E402
-from webagent.metrics import holds_alias  # noqa: E402
+from webagent.demos import alias_quotes  # noqa: E402
 
 
 @dataclass
@@ -115,11 +115,7 @@ def scan(question: Question, make_env, results: int, variant: int = 0) -> list[S
         if env.page is None or env.page.kind == "search":
             break
         adm = env.admissible()
-        good = tuple(
-            c
-            for c in adm.commands
-            if c.startswith("Quote: ") and holds_alias(c[len("Quote: ") :], question.aliases)
-        )
+        good = tuple(alias_quotes(adm.commands, question.aliases))
         states.append(State(question, rank, env.page.title or "", obs, adm, good))
         obs, *_ = env.step("Back")
     return states
@@ -143,11 +139,11 @@ def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
 
 def encoder_scores(question: str, title: str, sentences: list[str]) -> np.ndarray:
     """The search encoder as a reader: each sentence (with its page title) against the question."""
-    from env.dense import shared_encoder
+    from env.dense import PassageConfig, encoder_text, shared_encoder
 
     encoder = shared_encoder()
     q = encoder.encode_queries([question])[0]
-    return encoder.encode([f"{title}. {x}" for x in sentences]) @ q
+    return encoder.encode([encoder_text(title, x, PassageConfig()) for x in sentences]) @ q
 
 
 def reader_scores(directory: str):
@@ -213,20 +209,17 @@ def probe(spec: str, states: Sequence[State], args: Args) -> tuple[list[str], fl
     hold = [i for i, s in enumerate(states) if s.holds]
     miss = [i for i, s in enumerate(states) if not s.holds]
 
-    def share(ix: list[int], test) -> float:
+    def share(ix: list[int], test=lambda i: kinds[i] == "quote") -> float:
+        """Share of states ix passing test (default: the policy quoted there)."""
         return sum(bool(test(i)) for i in ix) / max(1, len(ix))
 
     by_rank = []
     for rank in sorted({s.rank for s in states}):
         h = [i for i in hold if states[i].rank == rank]
         m = [i for i in miss if states[i].rank == rank]
-        quoted = share(h, lambda i: kinds[i] == "quote")
-        by_rank.append(f"{rank}: {quoted:.2f} / {share(m, lambda i: kinds[i] == 'quote'):.2f}")
+        by_rank.append(f"{rank}: {share(h):.2f} / {share(m):.2f}")
     leave = Counter(kinds[i] for i in miss)
-    stay, stray = (
-        share(hold, lambda i: kinds[i] == "quote"),
-        share(miss, lambda i: kinds[i] == "quote"),
-    )
+    stay, stray = share(hold), share(miss)
     row = [
         spec,
         f"{0.5 + (stay - stray) / 2:.3f}",
@@ -239,9 +232,23 @@ def probe(spec: str, states: Sequence[State], args: Args) -> tuple[list[str], fl
     return row, seconds
 
 
+def check(args: Args) -> None:
+    """Bad flags and unknown models fail here, before the states are built or a model loads."""
+    from webagent.endpoint import is_endpoint_spec
+    from webagent.models import resolve, reward_model_dir
+
+    at_least(1, last=args.last, results=args.results, batch=args.batch)
+    for spec in args.policies:
+        if not is_endpoint_spec(spec):
+            resolve(spec)
+    for directory in args.readers:
+        reward_model_dir(directory)
+
+
 def run(args: Args) -> int:
+    check(args)
     last = 12 if args.quick else args.last
-    questions = [q for q in load_questions(args.shared_dir / "data/triviaqa/train.jsonl")]
+    questions = load_questions(args.shared_dir / "data/triviaqa/train.jsonl")
     questions = [q for q in questions[-last:] if q.aliases]
     make_env = EnvArgs().env_factory()
     t0 = time.perf_counter()

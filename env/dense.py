@@ -78,7 +78,7 @@ def split_passages(doc: Document, config: PassageConfig = PassageConfig()) -> li
     return windows[: max(1, config.max_passages)]
 
 
-def _encoded(title: str, window: str, config: PassageConfig) -> str:
+def encoder_text(title: str, window: str, config: PassageConfig) -> str:
     """A passage as the encoder reads it."""
     return f"{title}. {window}".strip() if config.title_prefix else window
 
@@ -103,7 +103,7 @@ class Passages:
         for i, doc in enumerate(docs):
             parts = split_passages(doc, config)
             windows.extend(parts)
-            texts.extend(_encoded(doc.title, w, config) for w in parts)
+            texts.extend(encoder_text(doc.title, w, config) for w in parts)
             owners.extend([i] * len(parts))
         return cls(windows, texts, np.asarray(owners, dtype=np.int64), config)
 
@@ -732,7 +732,7 @@ def dense_index(
 
 
 PASSAGE_SPLIT_VERSION = 1
-"""Bump when passages change for the same pages (`split_passages`, `_encoded`, or
+"""Bump when passages change for the same pages (`split_passages`, `encoder_text`, or
 `env.search.split_sentences`): keys built from a corpus key change (the texts are not hashed;
 tests/test_dense.py checks the shipped vectors against today's passages)."""
 

@@ -40,6 +40,7 @@ from webagent.config import EnvArgs, PolicyArgs, at_least
 from webagent.datasets import Question
 from webagent.demos import (
     EXPERT_MAX_RESULTS,
+    alias_quotes,
     answer_line_word,
     expert_answer,
     grounded_order,
@@ -175,9 +176,7 @@ def _wishes(
         yield "End: Answer"  # every way on is spent: answer from what is quoted
         return
     # an article
-    quotes = [c for c in listed if c.startswith("Quote: ")]
-    good = [c for c in quotes if holds_alias(c[len("Quote: ") :], aliases)]
-    yield from good[:1]
+    yield from alias_quotes(listed, aliases)[:1]
     window = env.config.limits.window_lines
     lines = [strip_markup(line) for line in page.lines]
     hits = [i for i, line in enumerate(lines) if holds_alias(line, aliases)]

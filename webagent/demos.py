@@ -192,8 +192,7 @@ class Expert:
         for _ in range(12):
             if self.over:
                 return
-            candidates = [c for c in env.admissible().commands if c.startswith("Quote: ")]
-            good = [c for c in candidates if holds_alias(c[len("Quote: ") :], self.q.aliases)]
+            good = alias_quotes(env.admissible().commands, self.q.aliases)
             if good:
                 self.act(self.rng.choice(good[:2]))
                 return
@@ -250,6 +249,14 @@ def expert_answer(quotes: Sequence[SavedQuote], aliases: Sequence[str]) -> str |
     if answer_text is None:
         return None
     return f"{answer_text} {''.join(f'[{n}]' for n in cited)}"
+
+
+def alias_quotes(commands: Sequence[str], aliases: Sequence[str]) -> list[str]:
+    """Of the listed `Quote:` commands, those whose sentence holds an answer alias, in order: the
+    quotes the expert takes (and a reader should find)."""
+    return [
+        c for c in commands if c.startswith("Quote: ") and holds_alias(c[len("Quote: ") :], aliases)
+    ]
 
 
 def on_topic_quote(commands: Sequence[str], question: str) -> str | None:
