@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # torch's CPU build is installed first: a plain `torch` requirement would pull a CUDA build.
 TORCH_WHEELS := $(wildcard /opt/wheels/torch-$(TORCH_VERSION)*cpu*.whl)
 
-.PHONY: setup ask test lint format bench clean-cache train-bc eval-bc ship-rm
+.PHONY: setup ask test lint format bench clean-cache train-bc eval-bc ship-rm train-reader
 
 # Training data: questions from ../shared (never dev.jsonl for training).
 TRAIN ?= ../shared/data/triviaqa/train.jsonl
@@ -70,6 +70,16 @@ ship-rm:
 	mkdir -p webagent/policies/$(RM_NAME)
 	cp $(RM_DIR)/adapter_config.json $(RM_DIR)/adapter_model.safetensors $(RM_DIR)/head.safetensors \
 		$(RM_DIR)/reward.json $(RM_DIR)/MODEL_CARD.md webagent/policies/$(RM_NAME)/
+
+# The shipped reader (webagent/reader.py, webagent/policies/reader-gemma3-270m): evidence comparisons
+# from scans of train.jsonl (its last 150 questions held out for bench/reading.py), then a LoRA reward
+# model on Gemma 3 270M (~30 min on 2 cores in all); ship it with
+# `make ship-rm RM_DIR=runs/reader/model RM_NAME=reader-gemma3-270m`.
+READER_DIR ?= runs/reader
+train-reader: setup
+	$(VENV)/bin/webagent reader-pairs $(TRAIN) --out $(READER_DIR)/pairs.jsonl
+	$(VENV)/bin/webagent train rm $(READER_DIR)/pairs.jsonl --model gemma3-270m --lora --epochs 1 \
+		--learning-rate 2e-4 --no-ties --max-length 256 --out $(READER_DIR)/model
 
 # The comparison table of the model card (closed-book, rag-3, few-shot and BC browsing on dev).
 eval-bc: setup

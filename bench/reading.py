@@ -3,7 +3,7 @@ holds the answer, and leave when it does not? (issue 20)
 
     .venv/bin/python bench/reading.py                                  # last 150 train questions
     .venv/bin/python bench/reading.py --policies bc-gemma3-270m runs/dagger/policy
-    .venv/bin/python bench/reading.py --readers runs/reader --policies   # a trained reader alone
+    .venv/bin/python bench/reading.py --readers runs/reader/model --policies   # a reader alone
     .venv/bin/python bench/reading.py --quick                          # 12 questions
 
 For each question the script searches its first query variant (`env.queries.query_variants`,
@@ -17,13 +17,15 @@ Rows, all on the same states:
   the first one and two query variants: what a perfect reader could quote with this search.
 - **encoder**: the search's own encoder (fine-tuned MiniLM) as a reader: AUC of its best
   sentence's score for "this view holds the answer", and whether its best sentence holds it.
-- **each reader** (`--readers DIR ...`): a reward model (`webagent train rm` output), e.g. one
-  trained on (question, sentence) comparisons, scored the same way.
+- **each reader** (`--readers DIR ...`, default the shipped reader-gemma3-270m): a reward model
+  trained on (question, sentence) comparisons (`webagent.reader`), scored the same way.
 - **each policy**: P(quote | holds), P(quote | not), P(its quote holds | holds), by rank too.
   A policy that reads has P(quote | holds) well above P(quote | not); equal shares mean it
   decides by where it is in the episode, not by what the page says. Its AUC is that of its
   stay-or-leave decision as a classifier of "holds": 0.5 + (P(quote | holds) - P(quote | not)) / 2,
-  0.5 being no reading at all.
+  0.5 being no reading at all. With `--aid-reader` (default the shipped reader) each policy
+  is probed a second time with its aid narrowed as ask and eval narrow it: only the reader's
+  best sentence listed as a Quote command.
 
 Measure on held-out train questions (the default: the last 150, outside every training set
 built from the first ones); never choose a policy on dev.jsonl.
@@ -48,11 +50,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from retrieval import table  # noqa: E402  (the bench tables' one printer)
 
 from env import commands as cmds  # noqa: E402
-from env.admissible import Admissible  # noqa: E402
-from env.queries import query_variants  # noqa: E402
-from webagent.config import EnvArgs, at_least  # noqa: E402
-from webagent.datasets import Question, load_questions  # noqa: E402
-from webagent.demos import alias_quotes  # noqa: E402
+from webagent.config import DEFAULT_READER, EnvArgs, at_least  # noqa: E402
+from webagent.datasets import load_questions  # noqa: E402
+from webagent.reader import State, scan  # noqa: E402
 
 
 @dataclass
@@ -69,56 +69,16 @@ class Args:
     """Results opened per search (ranks 0 .. N-1)."""
     policies: list[str] = field(default_factory=lambda: ["bc-gemma3-270m"])
     """Policy specs, as `--model` takes them."""
-    readers: list[str] = field(default_factory=list)
+    readers: list[str] = field(default_factory=lambda: [DEFAULT_READER])
     """Reward-model directories (`webagent train rm` output) scored as readers: each sentence in
     view is judged as the lone quote of an empty answer, like the encoder row."""
+    aid_reader: str | None = DEFAULT_READER
+    """Also probe each policy with its aid narrowed by this reader (`--reader` of ask and eval:
+    only the reader's best sentence listed as a Quote command), one more row per policy."""
     batch: int = 8
     """States decoded together."""
     int8: bool = True
-    """Sample with int8 weights (the default policy setting); --no-int8 for fp32."""
-
-
-@dataclass
-class State:
-    """One article state: what the policy sees and which of its quotes hold the answer."""
-
-    question: Question
-    rank: int
-    title: str
-    observation: str
-    admissible: Admissible
-    good: tuple[str, ...]
-    """The listed `Quote:` commands whose sentence holds an alias."""
-
-    @property
-    def holds(self) -> bool:
-        return bool(self.good)
-
-    @property
-    def quotes(self) -> list[str]:
-        return [c for c in self.admissible.commands if c.startswith("Quote: ")]
-
-
-def scan(question: Question, make_env, results: int, variant: int = 0) -> list[State]:
-    """Search one query variant, open its first `results` results in turn (Back between)."""
-    variants = query_variants(question.question)
-    if variant >= len(variants):
-        return []
-    env = make_env()
-    env.reset(question.question, seed=0)
-    obs, *_ = env.step(f"Search {variants[variant]}")
-    states: list[State] = []
-    if env.page is None or env.page.kind != "search":
-        return states
-    for rank in range(min(results, len(env.page.links))):
-        obs, *_ = env.step(f"Clicked on link {rank}")
-        if env.page is None or env.page.kind == "search":
-            break
-        adm = env.admissible()
-        good = tuple(alias_quotes(adm.commands, question.aliases))
-        states.append(State(question, rank, env.page.title or "", obs, adm, good))
-        obs, *_ = env.step("Back")
-    return states
+    """Sample and read with int8 weights (the default policy setting); --no-int8 for fp32."""
 
 
 def kind(command: str) -> str:
@@ -146,20 +106,23 @@ def encoder_scores(question: str, title: str, sentences: list[str]) -> np.ndarra
     return encoder.encode([encoder_text(title, x, PassageConfig()) for x in sentences]) @ q
 
 
-def reader_scores(directory: str):
-    """A reward model as a reader: each sentence as the lone quote of an empty answer."""
-    import webagent.models  # noqa: F401  (registers the reward models' base resolver)
-    from reward.model import RewardScorer
-    from reward.text import Answer, Quote
+def load_reader(directory: str, int8: bool):
+    """A trained reader (`webagent.reader.Reader`), loaded once per directory."""
+    import webagent.models
+    from webagent.reader import Reader
 
-    scorer = RewardScorer(directory, batch_size=16)
+    key = (str(webagent.models.reward_model_dir(directory)), int8)
+    if key not in _READERS:
+        _READERS[key] = Reader(key[0], int8=int8)
+    return _READERS[key]
 
-    def score(question: str, title: str, sentences: list[str]) -> np.ndarray:
-        return np.asarray(
-            scorer.score(question, [Answer("", (Quote(title, x),)) for x in sentences])
-        )
 
-    return score
+_READERS: dict = {}
+
+
+def reader_scores(reader):
+    """A reader's scores of each sentence as the lone quote of an empty answer."""
+    return lambda question, title, sentences: np.asarray(reader.scores(question, title, sentences))
 
 
 def reader_row(name: str, states: Sequence[State], score) -> list[str]:
@@ -186,22 +149,31 @@ def reader_row(name: str, states: Sequence[State], score) -> list[str]:
     ]
 
 
-def probe(spec: str, states: Sequence[State], args: Args) -> tuple[list[str], float]:
-    """A policy's greedy aided command at every state; its table row and seconds per state."""
+def probe(
+    spec: str, states: Sequence[State], args: Args, policy=None, reader=None
+) -> tuple[list[str], float]:
+    """A policy's greedy aided command at every state (the aid narrowed by `reader` if given);
+    its table row and seconds per state."""
     from webagent.config import PolicyArgs, load_policy
     from webagent.policy import Sampling
     from webagent.rollout import led
 
-    policy = load_policy(PolicyArgs(model=spec, int8=args.int8))
+    policy = policy or load_policy(PolicyArgs(model=spec, int8=args.int8))
     actions: list[str] = []
     t0 = time.perf_counter()
     for b in range(0, len(states), args.batch):
         batch = states[b : b + args.batch]
+        aids = [
+            s.admissible
+            if reader is None
+            else reader.narrow(s.admissible, s.question.question, s.title)
+            for s in batch
+        ]
         generations = policy.generate(
             [policy.prompt("browse", s.observation) for s in batch],
             max_new_tokens=64,
             sampling=Sampling(),
-            constrained=[led(s.admissible, policy, "browse") for s in batch],
+            constrained=[led(a, policy, "browse") for a in aids],
         )
         actions += [g.text.strip() for g in generations]
     seconds = (time.perf_counter() - t0) / max(1, len(states))
@@ -229,6 +201,8 @@ def probe(spec: str, states: Sequence[State], args: Args) -> tuple[list[str], fl
         "; ".join(by_rank),
         ", ".join(f"{k} {v}" for k, v in leave.most_common(3)),
     ]
+    if reader is not None:
+        row[0] = f"{spec}, aid narrowed by {reader.name}"
     return row, seconds
 
 
@@ -241,7 +215,7 @@ def check(args: Args) -> None:
     for spec in args.policies:
         if not is_endpoint_spec(spec):
             resolve(spec)
-    for directory in args.readers:
+    for directory in [*args.readers, *([args.aid_reader] if args.aid_reader else [])]:
         reward_model_dir(directory)
 
 
@@ -275,11 +249,17 @@ def run(args: Args) -> int:
     )
     rows = [reader_row("encoder (best sentence)", states, encoder_scores)]
     for directory in args.readers:
-        rows.append(reader_row(f"{directory} (best sentence)", states, reader_scores(directory)))
+        reader = load_reader(directory, args.int8)
+        rows.append(reader_row(f"{directory} (best sentence)", states, reader_scores(reader)))
+    aid_reader = load_reader(args.aid_reader, args.int8) if args.aid_reader else None
     for spec in args.policies:
-        row, seconds = probe(spec, states, args)
-        rows.append(row)
-        print(f"  {spec}: {seconds:.2f} s/state", file=sys.stderr, flush=True)
+        from webagent.config import PolicyArgs, load_policy
+
+        policy = load_policy(PolicyArgs(model=spec, int8=args.int8))
+        for reader in [None, aid_reader] if aid_reader else [None]:
+            row, seconds = probe(spec, states, args, policy, reader)
+            rows.append(row)
+            print(f"  {row[0]}: {seconds:.2f} s/state", file=sys.stderr, flush=True)
     table(
         [
             "reader",

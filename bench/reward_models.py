@@ -55,10 +55,11 @@ def run() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for body, v, n, secs in rows:
+        corr = v.get("reward_length_correlation")  # None: undefined (train_rm.pearson)
         print(
             f"| {body} | {n['train']} / {v.get('n', 0)} non-tied | {v.get('accuracy', float('nan')):.3f} | "
             f"{v.get('longer_answer_accuracy', float('nan')):.3f} | {v.get('more_quotes_accuracy', float('nan')):.3f} | "
-            f"{v.get('reward_length_correlation', float('nan')):+.3f} | {secs:.0f} |"
+            f"{'—' if corr is None else f'{corr:+.3f}'} | {secs:.0f} |"
         )
     print(json.dumps({b: v for b, v, _, _ in rows}, indent=1))
 

@@ -148,15 +148,17 @@ def agreement(items: list[Comparison], r0: list[float], r1: list[float]) -> dict
     }
 
 
-def pearson(xs: list[float], ys: list[float]) -> float:
+def pearson(xs: list[float], ys: list[float]) -> float | None:
+    """None where it is undefined (fewer than two points, or one side constant: a reader's
+    answers are all empty): reward.json is strict JSON, which has no NaN."""
     n = len(xs)
     if n < 2:
-        return float("nan")
+        return None
     mx, my = sum(xs) / n, sum(ys) / n
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
     sy = math.sqrt(sum((y - my) ** 2 for y in ys))
-    return sxy / (sx * sy) if sx and sy else float("nan")
+    return sxy / (sx * sy) if sx and sy else None
 
 
 @torch.no_grad()

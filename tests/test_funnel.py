@@ -204,14 +204,18 @@ def test_rag_rows_have_only_the_stages_of_their_k(wiki):
 
 
 # a train question the shipped policy answers from memory ("Chile") while citing the quote it
-# took from the Aconcagua page, which does not name the country
+# took from the Aconcagua page, which does not name the country, when every sentence is listed
+# (--reader none; with the shipped reader it quotes the one naming Argentina: test_reader.py)
 ACONCAGUA = (
     "Mt. Aconcagua, the highest peak in the Western Hemisphere, stands in which South American "
     "country?"
 )
 
 
-def test_ask_json_marks_an_answer_its_quotes_do_not_support(wiki, index_dir, tmp_path):
+def ask_aconcagua(index_dir: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`webagent ask ACONCAGUA --json` with the shipped policy in fp32 (the answers pinned on it
+    are the fp32 policy's; int8 sampling may differ), in a cache of its own that reuses the
+    session's index and the prepared real model."""
     from env.paths import cache_root
 
     cache = tmp_path / "cache"
@@ -223,16 +227,18 @@ def test_ask_json_marks_an_answer_its_quotes_do_not_support(wiki, index_dir, tmp
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
     }
-    record_file = tmp_path / "eps.jsonl"
-    out = subprocess.run(
-        # fp32: the answer pinned here is the fp32 policy's (int8 sampling may differ)
-        [WEBAGENT, "ask", ACONCAGUA, "--json", "--no-int8", "--max-actions", "10"]
-        + ["--record", str(record_file)],
+    return subprocess.run(
+        [WEBAGENT, "ask", ACONCAGUA, "--json", "--no-int8", "--max-actions", "10", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def test_ask_json_marks_an_answer_its_quotes_do_not_support(wiki, index_dir, tmp_path):
+    record_file = tmp_path / "eps.jsonl"
+    out = ask_aconcagua(index_dir, tmp_path, "--reader", "none", "--record", str(record_file))
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     (record,) = read_records(record_file)

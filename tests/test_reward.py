@@ -27,7 +27,7 @@ from reward.comparisons import (
 )
 from reward.model import RewardModel, RewardScorer
 from reward.text import Answer, Quote, reward_text
-from reward.train_rm import Args, agreement, bt_loss, cap_per_question
+from reward.train_rm import Args, agreement, bt_loss, cap_per_question, pearson
 from reward.train_rm import main as train_rm
 from webagent.compare import (
     demonstrations,
@@ -266,6 +266,12 @@ def test_reward_model_learns_and_resumes(tiny_body, tmp_path):
     assert {"longer_answer_accuracy", "more_quotes_accuracy", "reward_length_correlation"} <= set(
         val
     )
+    strict = json.loads(  # reward.json is strict JSON: no NaN where a statistic is undefined
+        (tmp_path / "rm" / "reward.json").read_text(),
+        parse_constant=lambda c: pytest.fail(f"reward.json holds {c}"),
+    )
+    assert strict["validation"]["accuracy"] == val["accuracy"]
+    assert pearson([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) is None  # all answers empty: a reader's
     scorer = RewardScorer(tmp_path / "rm")
     good, bad = scorer.score(
         "Which river flows through Baghdad? (99)",

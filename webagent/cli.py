@@ -25,6 +25,7 @@ from webagent.config import ASK_MAX_ACTIONS, EnvArgs, PolicyArgs, at_least
 from webagent.dagger import DaggerArgs
 from webagent.demos import DemosArgs
 from webagent.eval import EvalArgs
+from webagent.reader import ReaderPairsArgs
 
 
 @dataclass
@@ -313,6 +314,13 @@ def dagger_cmd(args: DaggerArgs) -> int:
     return 0
 
 
+def reader_pairs_cmd(args: ReaderPairsArgs) -> int:
+    from webagent.reader import main_pairs
+
+    print("\n".join(main_pairs(args)))
+    return 0
+
+
 def compare_cmd(args: CompareArgs) -> int:
     from webagent.compare import sample_comparisons
 
@@ -353,6 +361,7 @@ COMMANDS = {
     "eval": (EvalCliArgs, evaluate),
     "demos": (DemosArgs, demos),
     "dagger": (DaggerArgs, dagger_cmd),
+    "reader-pairs": (ReaderPairsArgs, reader_pairs_cmd),
     "compare": (CompareArgs, compare_cmd),
     "label": (LabelArgs, label_cmd),
 }

@@ -6,7 +6,7 @@ import ipaddress
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Literal
 
 from env.browser import BrowserEnv, EnvConfig
@@ -39,6 +39,10 @@ DEFAULT_POLICY = "bc-gemma3-270m"
 DEFAULT_RM = "rm-gemma3-270m"
 """The shipped reward model `--best-of N` uses when `--rm` is not given (webagent/policies/, a
 LoRA adapter and head on its base model; see its MODEL_CARD.md)."""
+DEFAULT_READER = "reader-gemma3-270m"
+"""The shipped reader (webagent/reader.py), the shipped policy's by default: under the decoding
+aid, the policy may quote only the sentence of the article in view that this reward model on
+evidence judges best (see its MODEL_CARD.md). `--reader none` lists every sentence, as before."""
 
 
 @dataclass
@@ -65,6 +69,14 @@ class PolicyArgs:
     """Decode only commands the browser lists as admissible (and extractive answers citing a
     quote): a decoding aid, not a rule of the environment; --no-admissible-only lets the
     policy write anything (invalid commands then cost an action)."""
+    reader: str | None = None
+    """Under the aid, list only the best --reader-quotes sentences of an article as Quote
+    commands, as this reader judges them (webagent/reader.py): a shipped name, a directory
+    `webagent train rm` wrote from `webagent reader-pairs` comparisons, or none (every sentence
+    in view). The policy still chooses whether to quote, and everything else. Default: the
+    shipped reader (`DEFAULT_READER`) for the shipped policy, none for other models."""
+    reader_quotes: int = 1
+    """Quote commands the reader keeps per view."""
     free_answers: bool | None = None
     """Under the aid, let the answer be free text instead of a quote span. Default: what a
     trained policy was taught (free when its data had uncited recall answers), else extractive."""
@@ -82,6 +94,24 @@ class PolicyArgs:
             raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.examples is not None and self.examples < 0:
             raise ValueError(f"--examples must be 0 or more, got {self.examples}")
+        at_least(1, reader_quotes=self.reader_quotes)
+        if self.reader_spec is not None:
+            from webagent.models import reward_model_dir
+
+            reward_model_dir(self.reader_spec)  # files there, base resolves; nothing loads yet
+
+    @property
+    def reader_spec(self) -> str | None:
+        """The reader that narrows the aid (None: the aid is off, or no reader): --reader, else
+        the shipped one for the shipped policy when it is installed."""
+        if not self.admissible_only:
+            return None
+        name = self.reader
+        if name is None and self.model == DEFAULT_POLICY:
+            from webagent.models import shipped_reward_models
+
+            name = DEFAULT_READER if DEFAULT_READER in shipped_reward_models() else None
+        return None if name is None or name.lower() == "none" else name
 
     @property
     def quantized(self) -> bool:
@@ -97,8 +127,9 @@ class PolicyArgs:
         return unavailable() is None
 
     def recorded(self) -> dict:
-        """The settings a run records for this policy, with the arithmetic it really samples in."""
-        return {**asdict(self), "int8": self.quantized}
+        """The settings a run records for this policy, with the arithmetic it really samples in
+        and the reader it really decodes with."""
+        return {**asdict(self), "int8": self.quantized, "reader": self.reader_spec}
 
 
 @dataclass
@@ -295,9 +326,29 @@ def run_config(args: PolicyArgs, batch_size: int = 8, **overrides):
     """The episode runner's settings a PolicyArgs implies (sampling, decoding aid)."""
     from webagent.rollout import RunConfig
 
+    overrides.setdefault("reader", load_reader(args))
     return RunConfig(
         batch_size=batch_size,
         sampling=sampling_of(args),
         admissible_only=args.admissible_only,
         **overrides,
     )
+
+
+def load_reader(args: PolicyArgs):
+    """The `webagent.reader.Reader` a PolicyArgs names (None: no reader, or the aid is off),
+    loaded once per process for the same reader and quote count."""
+    spec = args.reader_spec
+    if spec is None:
+        return None
+    from webagent.models import reward_model_dir
+
+    return _reader(str(reward_model_dir(spec)), args.reader_quotes, args.quantized)
+
+
+@cache
+def _reader(directory: str, top_k: int, int8: bool):
+    import webagent.models  # noqa: F401  (registers the reward models' base resolver)
+    from webagent.reader import Reader
+
+    return Reader(directory, top_k=top_k, int8=int8)

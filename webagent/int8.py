@@ -83,12 +83,20 @@ def quantize(model: Any) -> Any:
     changed in place (merged, layers replaced): quantize a copy loaded for sampling, never the
     one being trained (PPO rolls out with a quantized deep copy, `train_ppo.rollout_policy`).
     """
+    model = quantize_body(model)
+    model.int8_head = Int8Linear(model.get_output_embeddings())
+    return model.eval()
+
+
+def quantize_body(model: Any) -> Any:
+    """Every linear layer of a decoder body int8 (a LoRA adapter merged first), in place; the
+    unwrapped model. A causal LM's head is not in its decoder; a bare body (a reward model's or
+    reader's `AutoModel`, `webagent.reader.Reader`) is its own decoder."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    decoder = model.get_decoder()
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     for parent in list(decoder.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear(child))
-    model.int8_head = Int8Linear(model.get_output_embeddings())
     return model.eval()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from env.admissible import Admissible
 from env.browser import BrowserEnv
@@ -22,6 +23,9 @@ from env.questions import QuestionError, check_question
 from env.record import EpisodeRecord, RecordError, numbered_lines
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
+
+if TYPE_CHECKING:
+    from webagent.reader import Reader
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,13 @@ class RunConfig:
     """Decode only what the environment deems admissible (`BrowserEnv.admissible`): listed
     commands, free text after Search / Find in page:, extractive answers citing a quote. Keeps
     a few-shot base model on track; a trained policy can turn it off."""
+    reader: Reader | None = None
+    """Under the aid, lists only the reader's best quotes on an article (`webagent.reader`);
+    None: the environment's admissible set as it is."""
+
+    def aid(self, env: BrowserEnv) -> Admissible:
+        """What the policy may decode in `env` now: the admissible set, narrowed by the reader."""
+        return env.admissible() if self.reader is None else self.reader.aid(env)
 
 
 @dataclass
@@ -136,7 +147,7 @@ def run_episodes(
                 finished = _advance(slot, NO_QUOTES_ANSWER, None, 0.0, on_step)
                 if finished is not None:
                     slots.remove(slot)
-                    yield slot.index, _stamp(finished, policy, slot)
+                    yield slot.index, _stamp(finished, policy, slot, config)
             else:
                 ready.append(slot)
         if ready:
@@ -150,7 +161,7 @@ def run_episodes(
             seeds = [s.seed * 1_000_003 + s.steps for s in ready]
             t0 = time.perf_counter()
             constrained = [
-                led(s.env.admissible(), policy, s.env.phase)
+                led(config.aid(s.env), policy, s.env.phase)
                 if config.admissible_only and not (policy.free_answers and s.env.phase == "answer")
                 else None
                 for s in ready
@@ -170,7 +181,7 @@ def run_episodes(
                 finished = _advance(slot, action, (prompt, gen), seconds, on_step)
                 if finished is not None:
                     slots.remove(slot)
-                    yield slot.index, _stamp(finished, policy, slot)
+                    yield slot.index, _stamp(finished, policy, slot, config)
         fill()
 
 
@@ -212,10 +223,14 @@ def _advance(
     return None
 
 
-def _stamp(record: EpisodeRecord, policy: HFPolicy, slot: _Slot) -> EpisodeRecord:
+def _stamp(
+    record: EpisodeRecord, policy: HFPolicy, slot: _Slot, config: RunConfig
+) -> EpisodeRecord:
     record.model = policy.name
     record.seed = slot.seed
     record.meta.update(getattr(policy, "record_meta", {}))  # a served policy: server, decoding aid
+    if config.reader is not None and config.admissible_only:
+        record.meta["reader"] = config.reader.name
     if slot.task.temperature is not None:
         record.meta["temperature"] = slot.task.temperature
     return record
