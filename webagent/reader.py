@@ -99,7 +99,7 @@ def scan(
     return states
 
 
-def evidence(question: str, title: str, sentence: str) -> Answer:
+def evidence(title: str, sentence: str) -> Answer:
     """A sentence as a reader judges it: the lone quote of an answer that says nothing yet."""
     return Answer("", (Quote(title, sentence),))
 
@@ -112,7 +112,13 @@ def pairs_of(states: Sequence[State], rng: random.Random, per_view: int = 2) -> 
     that does not hold it (whether to stay). On-topic rivals share the question's words, so
     word overlap alone cannot tell them apart. Which side is answer 0 is random (`rng`), so
     position carries nothing."""
-    views = list({s.url: s for s in reversed(states)}.values())[::-1]  # each page once
+    # each page once, as first seen (a page both query variants find is one view), in the
+    # order of its last visit: the order the shipped reader's pairs were drawn in
+    first: dict[str, State] = {}
+    for s in states:
+        first.setdefault(s.url, s)
+    last = {s.url: i for i, s in enumerate(states)}
+    views = sorted(first.values(), key=lambda s: last[s.url])
     missing = [s for s in views if not s.holds and s.quotes]
     out: list[Comparison] = []
     for s in views:
@@ -126,9 +132,9 @@ def pairs_of(states: Sequence[State], rng: random.Random, per_view: int = 2) -> 
             if missing:
                 m = rng.choice(missing)
                 rivals.append(("page that misses", m, on_topic_quote(m.quotes, q.question) or ""))
-            chosen = evidence(q.question, s.title, good[len(QUOTE) :])
+            chosen = evidence(s.title, good[len(QUOTE) :])
             for kind, view, command in rivals:
-                rejected = evidence(q.question, view.title, command[len(QUOTE) :])
+                rejected = evidence(view.title, command[len(QUOTE) :])
                 first = rng.random() < 0.5
                 out.append(
                     Comparison(
@@ -226,7 +232,7 @@ class Reader:
         keys = [(question, title, s) for s in sentences]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if todo:
-            texts = [reward_text(q, evidence(q, t, s)) for q, t, s in todo]
+            texts = [reward_text(q, evidence(t, s)) for q, t, s in todo]
             for key, score in zip(todo, self.scorer.score_texts(texts), strict=True):
                 self._cache[key] = score
         while len(self._cache) > 50_000:  # a long eval: forget the oldest questions' pages
