@@ -111,6 +111,12 @@ def check_flags(args: object) -> None:
         args.check()
 
 
+def loading(policy: PolicyArgs) -> str:
+    """What a run loads, as the user is told while waiting: the policy, and its reader."""
+    reader = policy.reader_spec
+    return policy.model + (f" and the reader {reader}" if reader else "")
+
+
 def ask(args: AskArgs) -> int:
     from env.record import append_jsonl
     from webagent.answers import describe_step, format_answer, to_json
@@ -119,7 +125,7 @@ def ask(args: AskArgs) -> int:
     args.rm = best_of_rm(args.best_of, args.rm)  # before the policy loads
     make_env = args.env.env_factory()
     if not args.json:
-        print(f"Loading {args.policy.model} …", file=sys.stderr, flush=True)
+        print(f"Loading {loading(args.policy)} …", file=sys.stderr, flush=True)
     policy = load_policy(args.policy)
     if args.best_of > 1:
         return _ask_best_of(args, policy, make_env)
@@ -219,7 +225,7 @@ def repl(args: ReplArgs) -> int:
 
     def ask_one(question, on_step):
         if not policies:
-            print(f"(loading {args.policy.model} …)", flush=True)
+            print(f"(loading {loading(args.policy)} …)", flush=True)
             policies.append(load_policy(args.policy))
         config = run_config(args.policy, batch_size=1)
         return run_one(
