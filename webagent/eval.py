@@ -502,8 +502,12 @@ def write_reports(out: Path, settings: dict) -> dict:
     rows = list(read_jsonl(out / "results.jsonl")) if (out / "results.jsonl").exists() else []
     summary = summarize(rows, settings)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    reader = (settings.get("policy") or {}).get("reader")
+    if not settings["mode"].startswith("browse"):
+        reader = None  # closed-book and rag-K runs browse nothing: no aid to narrow
     report = [
-        f"# Evaluation: {settings['mode']} — {settings['model']}",
+        f"# Evaluation: {settings['mode']} — {settings['model']}"
+        + (f", reader {reader}" if reader else ""),
         "",
         f"Data: `{settings['dataset']}` ({summary['n']} questions)",
         "",
