@@ -107,17 +107,12 @@ def encoder_scores(question: str, title: str, sentences: list[str]) -> np.ndarra
 
 
 def load_reader(directory: str, int8: bool):
-    """A trained reader (`webagent.reader.Reader`), loaded once per directory."""
-    import webagent.models
-    from webagent.reader import Reader
+    """A trained reader as ask and eval load it (`webagent.config.load_reader`: once per
+    process), in int8 when the policies sample in int8."""
+    from webagent.config import PolicyArgs
+    from webagent.config import load_reader as loaded
 
-    key = (str(webagent.models.reward_model_dir(directory)), int8)
-    if key not in _READERS:
-        _READERS[key] = Reader(key[0], int8=int8)
-    return _READERS[key]
-
-
-_READERS: dict = {}
+    return loaded(PolicyArgs(reader=directory, int8=int8))
 
 
 def reader_scores(reader):
@@ -150,15 +145,13 @@ def reader_row(name: str, states: Sequence[State], score) -> list[str]:
 
 
 def probe(
-    spec: str, states: Sequence[State], args: Args, policy=None, reader=None
+    spec: str, policy, states: Sequence[State], args: Args, reader=None
 ) -> tuple[list[str], float]:
-    """A policy's greedy aided command at every state (the aid narrowed by `reader` if given);
-    its table row and seconds per state."""
-    from webagent.config import PolicyArgs, load_policy
+    """The greedy aided command of `policy` (loaded from `spec`) at every state, the aid
+    narrowed by `reader` if given; its table row and seconds per state."""
     from webagent.policy import Sampling
     from webagent.rollout import led
 
-    policy = policy or load_policy(PolicyArgs(model=spec, int8=args.int8))
     actions: list[str] = []
     t0 = time.perf_counter()
     for b in range(0, len(states), args.batch):
@@ -252,12 +245,12 @@ def run(args: Args) -> int:
         reader = load_reader(directory, args.int8)
         rows.append(reader_row(f"{directory} (best sentence)", states, reader_scores(reader)))
     aid_reader = load_reader(args.aid_reader, args.int8) if args.aid_reader else None
-    for spec in args.policies:
-        from webagent.config import PolicyArgs, load_policy
+    from webagent.config import PolicyArgs, load_policy
 
+    for spec in args.policies:
         policy = load_policy(PolicyArgs(model=spec, int8=args.int8))
         for reader in [None, aid_reader] if aid_reader else [None]:
-            row, seconds = probe(spec, states, args, policy, reader)
+            row, seconds = probe(spec, policy, states, args, reader)
             rows.append(row)
             print(f"  {row[0]}: {seconds:.2f} s/state", file=sys.stderr, flush=True)
     table(

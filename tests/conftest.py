@@ -1,6 +1,7 @@
 """Shared fixtures. Indexes and caches go to a per-session temp dir, never the user's cache."""
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def zim(index_dir):
     from env.sources.zim import ZimSource
 
     return ZimSource(ZIM_PATH, cache_dir=index_dir, dense=False)
+
+
+@pytest.fixture
+def cli_env(tmp_path, index_dir) -> dict:
+    """The environment of a `webagent` subprocess: a cache of its own holding a copy of the
+    session's search index (each subprocess does not rebuild it), offline."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)
+    return {**os.environ, "WEBAGENT_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """The `webagent` command as a user runs it: subprocesses and a pseudo-terminal (pexpect)."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +18,6 @@ WEBAGENT = str(Path(sys.executable).with_name("webagent"))
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture
-def cli_env(tmp_path, index_dir) -> dict:
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    # reuse the session's search index so each subprocess does not rebuild it
-    shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)
-    return {**os.environ, "WEBAGENT_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TERM": "dumb"}
 
 
 def run(args, env, **kw):

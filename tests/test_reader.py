@@ -120,13 +120,14 @@ def test_episodes_quote_only_what_the_reader_chose(tiny_reader, wiki, page_cache
         assert records[i].meta["reader"] == "reader-tiny"
 
 
-def test_reader_flags_fail_before_anything_loads(tmp_path):
+def test_reader_flags_fail_before_anything_loads(tmp_path, cli_env):
     def run(*args):
         return subprocess.run(
             [WEBAGENT, "ask", "Which river flows through Baghdad?", *args],
             capture_output=True,
             text=True,
             timeout=120,
+            env=cli_env,
         )
 
     out = run("--reader", str(tmp_path / "no-reader"))
@@ -135,12 +136,7 @@ def test_reader_flags_fail_before_anything_loads(tmp_path):
     assert out.returncode == 1 and "--reader-quotes must be at least 1" in out.stderr
 
 
-def test_reader_pairs_command_writes_comparisons_train_rm_reads(wiki, tmp_path, index_dir):
-    import os
-    import shutil
-
-    cache = tmp_path / "cache"
-    shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)
+def test_reader_pairs_command_writes_comparisons_train_rm_reads(wiki, tmp_path, cli_env):
     questions = tmp_path / "q.jsonl"
     rows = [
         (TIGRIS.question, "Tigris", ["Tigris"]),
@@ -153,14 +149,13 @@ def test_reader_pairs_command_writes_comparisons_train_rm_reads(wiki, tmp_path, 
     ]
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "pairs.jsonl"
-    env = {**os.environ, "WEBAGENT_CACHE": str(cache)}
     args = [WEBAGENT, "reader-pairs", str(questions), "--out", str(out), "--holdout", "1"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=cli_env)
     assert done.returncode == 0, done.stderr
     assert "from 2 questions" in done.stdout
     pairs = read_comparisons(out)
     assert pairs and {p.meta["question_id"] for p in pairs} <= {"a", "b"}  # "held" held out
-    again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=cli_env)
     assert again.returncode == 1 and "exists" in again.stderr  # never appends to old pairs
 
 

@@ -326,7 +326,8 @@ def run_config(args: PolicyArgs, batch_size: int = 8, **overrides):
     """The episode runner's settings a PolicyArgs implies (sampling, decoding aid)."""
     from webagent.rollout import RunConfig
 
-    overrides.setdefault("reader", load_reader(args))
+    if "reader" not in overrides:
+        overrides["reader"] = load_reader(args)
     return RunConfig(
         batch_size=batch_size,
         sampling=sampling_of(args),

@@ -94,7 +94,7 @@ def quantize_body(model: Any) -> Any:
     reader's `AutoModel`, `webagent.reader.Reader`) is its own decoder."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    decoder = model.get_decoder()
     for parent in list(decoder.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):

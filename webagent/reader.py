@@ -39,7 +39,7 @@ from env.admissible import Admissible
 from env.browser import BrowserEnv
 from env.queries import query_variants
 from reward.comparisons import Comparison, write_comparisons
-from reward.text import Answer, Quote, reward_text
+from reward.text import Answer, Quote
 from webagent.config import EnvArgs, at_least
 from webagent.datasets import Question, load_questions
 from webagent.demos import alias_quotes, on_topic_quote
@@ -232,9 +232,8 @@ class Reader:
         keys = [(question, title, s) for s in sentences]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if todo:
-            texts = [reward_text(q, evidence(t, s)) for q, t, s in todo]
-            for key, score in zip(todo, self.scorer.score_texts(texts), strict=True):
-                self._cache[key] = score
+            scores = self.scorer.score(question, [evidence(title, s) for _, _, s in todo])
+            self._cache.update(zip(todo, scores, strict=True))
         while len(self._cache) > 50_000:  # a long eval: forget the oldest questions' pages
             self._cache.popitem(last=False)
         return [self._cache[k] for k in keys]
