@@ -40,9 +40,10 @@ def zim(index_dir):
 
 
 @pytest.fixture
-def cli_env(tmp_path, index_dir) -> dict:
+def cli_env(tmp_path, index_dir, wiki) -> dict:
     """The environment of a `webagent` subprocess: a cache of its own holding a copy of the
-    session's search index (each subprocess does not rebuild it), offline."""
+    session's search index (built by `wiki` if no test has yet; each subprocess does not rebuild
+    it), offline."""
     cache = tmp_path / "cache"
     cache.mkdir()
     shutil.copytree(index_dir, cache / "index", dirs_exist_ok=True)

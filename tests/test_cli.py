@@ -49,9 +49,11 @@ def test_ask_json_schema(tiny_dir, cli_env, wiki, tmp_path):
         "answer",
         "supported_by_quotes",
         "raw_answer",
+        "citation_gate",
         "references",
         "actions",
     }
+    assert data["citation_gate"] is None  # a model other than the shipped one: no gate
     assert data["question"] == "Which river flows through Baghdad?"
     assert isinstance(data["actions"], list) and len(data["actions"]) == 2
     (record,) = read_records(record_file)

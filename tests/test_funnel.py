@@ -146,6 +146,7 @@ def test_funnel_and_behaviour_on_constructed_episodes(episodes, cache, wiki, tmp
         "search click quote end",
     ]
     assert [r["opened_ranks"] for r in rows] == [[0], [5], [0]]
+    assert [r["doubted"] for r in rows] == [0.0] * 3  # scripted: no citation gate decided
     assert [r["opened_listed_answer"] for r in rows] == [1.0, 0.0, None]
     assert [(r["missed_searches"], r["searched_again"]) for r in rows] == [(0, 0), (1, 1), (1, 0)]
 
@@ -213,7 +214,14 @@ ACONCAGUA = (
 
 
 def ask_aconcagua(index_dir: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """`webagent ask ACONCAGUA --json` with the shipped policy in fp32 (the answers pinned on it
+    """`webagent ask ACONCAGUA --json` with the shipped policy (`ask_real`)."""
+    return ask_real(index_dir, tmp_path, ACONCAGUA, *args)
+
+
+def ask_real(
+    index_dir: Path, tmp_path: Path, question: str, *args: str
+) -> subprocess.CompletedProcess:
+    """`webagent ask QUESTION --json` with the shipped policy in fp32 (the answers pinned on it
     are the fp32 policy's; int8 sampling may differ), in a cache of its own that reuses the
     session's index and the prepared real model."""
     from env.paths import cache_root
@@ -228,7 +236,7 @@ def ask_aconcagua(index_dir: Path, tmp_path: Path, *args: str) -> subprocess.Com
         "OMP_NUM_THREADS": "1",
     }
     return subprocess.run(
-        [WEBAGENT, "ask", ACONCAGUA, "--json", "--no-int8", "--max-actions", "10", *args],
+        [WEBAGENT, "ask", question, "--json", "--no-int8", "--max-actions", "10", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -238,7 +246,9 @@ def ask_aconcagua(index_dir: Path, tmp_path: Path, *args: str) -> subprocess.Com
 
 def test_ask_json_marks_an_answer_its_quotes_do_not_support(wiki, index_dir, tmp_path):
     record_file = tmp_path / "eps.jsonl"
-    out = ask_aconcagua(index_dir, tmp_path, "--reader", "none", "--record", str(record_file))
+    # the word check alone (the citation gate, test_citation_gate.py, would decide first)
+    args = ("--reader", "none", "--no-cite-gate", "--record", str(record_file))
+    out = ask_aconcagua(index_dir, tmp_path, *args)
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     (record,) = read_records(record_file)

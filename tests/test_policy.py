@@ -221,6 +221,7 @@ def test_answer_helpers():
         "answer": "Tigris [1][3]",
         "raw_answer": None,
         "supported_by_quotes": None,
+        "citation_gate": None,
         "actions": [],
         "references": [reference],
     }

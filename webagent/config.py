@@ -43,6 +43,12 @@ DEFAULT_READER = "reader-gemma3-270m"
 """The shipped reader (webagent/reader.py), the shipped policy's by default: under the decoding
 aid, the policy may quote only the sentence of the article in view that this reward model on
 evidence judges best (see its MODEL_CARD.md). `--reader none` lists every sentence, as before."""
+CITE_MIN_LOGPROB = {"int8": -1.0, "fp32": -0.75}
+"""The shipped policy's citation gate (`PolicyArgs.cite_min_logprob`) per arithmetic it samples
+in: the least log-probability of its written answer, citation included, at which the answer
+keeps its `[n]`. Chosen on its own answers to train questions 1-2,280 (bench/citations.py,
+recorded in int8 and re-scored in fp32, whose log-probabilities run higher) so that a citation
+stays where it is more likely supported than not (bench/README.md, "The citation gate")."""
 
 
 @dataclass
@@ -77,6 +83,16 @@ class PolicyArgs:
     shipped reader (`DEFAULT_READER`) for the shipped policy, none for other models."""
     reader_quotes: int = 1
     """Quote commands the reader keeps per view."""
+    cite_gate: bool = True
+    """Cite only answers the policy is confident of: an answer keeps its `[n]` only when the
+    policy's log-probability of what it wrote (citation included) is at least
+    --cite-min-logprob; below, the answer stands without citations and is marked as not
+    supported by the sources. --no-cite-gate keeps every citation the quote check allows."""
+    cite_min_logprob: float | None = None
+    """The citation gate's threshold (a log-probability, 0 or less). Default: the shipped
+    policy's for the arithmetic it samples in (`CITE_MIN_LOGPROB`, chosen on train questions);
+    other models have no gate unless given one (bench/citations.py picks one from an eval run
+    on train questions)."""
     free_answers: bool | None = None
     """Under the aid, let the answer be free text instead of a quote span. Default: what a
     trained policy was taught (free when its data had uncited recall answers), else extractive."""
@@ -95,6 +111,12 @@ class PolicyArgs:
         if self.examples is not None and self.examples < 0:
             raise ValueError(f"--examples must be 0 or more, got {self.examples}")
         at_least(1, reader_quotes=self.reader_quotes)
+        if self.cite_min_logprob is not None and not (
+            math.isfinite(self.cite_min_logprob) and self.cite_min_logprob <= 0
+        ):
+            raise ValueError(
+                f"--cite-min-logprob is a log-probability (0 or less), got {self.cite_min_logprob}"
+            )
         if self.reader_spec is not None:
             from webagent.models import reward_model_dir
 
@@ -114,6 +136,18 @@ class PolicyArgs:
         return None if name is None or name.lower() == "none" else name
 
     @property
+    def cite_threshold(self) -> float | None:
+        """The citation gate's threshold (None: no gate): --cite-min-logprob, else the shipped
+        policy's own."""
+        if not self.cite_gate:
+            return None
+        if self.cite_min_logprob is not None:
+            return self.cite_min_logprob
+        if self.model != DEFAULT_POLICY:
+            return None
+        return CITE_MIN_LOGPROB["int8" if self.quantized else "fp32"]
+
+    @property
     def quantized(self) -> bool:
         """Whether the policy samples with int8 weights: --int8 on a model loaded here, where
         the int8 kernel runs (else fp32, said once: `webagent.int8.unavailable`). What a run
@@ -128,8 +162,13 @@ class PolicyArgs:
 
     def recorded(self) -> dict:
         """The settings a run records for this policy, with the arithmetic it really samples in
-        and the reader it really decodes with."""
-        return {**asdict(self), "int8": self.quantized, "reader": self.reader_spec}
+        the reader it really decodes with and the citation gate it really applies."""
+        return {
+            **asdict(self),
+            "int8": self.quantized,
+            "reader": self.reader_spec,
+            "cite_min_logprob": self.cite_threshold,
+        }
 
 
 @dataclass
@@ -328,6 +367,7 @@ def run_config(args: PolicyArgs, batch_size: int = 8, **overrides):
 
     if "reader" not in overrides:
         overrides["reader"] = load_reader(args)
+    overrides.setdefault("cite_min_logprob", args.cite_threshold)
     return RunConfig(
         batch_size=batch_size,
         sampling=sampling_of(args),

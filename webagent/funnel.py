@@ -3,7 +3,8 @@
 Every eval report shows, per run, the share of questions whose answer is
 anywhere in the corpus -> in the top-k results of the agent's own searches (k = 1, 3, 10) ->
 on a page it opened -> in a quote -> answer right -> right *and* its cited quote holds it
-(`supported`), plus `cites` (answers with a `[n]`) and citation precision (supported / cites).
+(`supported`), plus `cites` (answers with a `[n]`), citation precision (supported / cites) and
+`doubted` (answers whose `[n]` the citation gate removed: `webagent.answers.confident`).
 Beside it, how the agent browses: its action patterns, which results it opens, how often it
 searches, P(open the result that holds the answer | it is listed), P(quote holds the answer |
 an opened page holds it), P(search again | the results miss).
@@ -26,7 +27,7 @@ from pathlib import Path
 from env.observation import strip_markup
 from env.pages import Page
 from env.record import EpisodeRecord
-from webagent.answers import cited
+from webagent.answers import cited, gate_of
 from webagent.metrics import any_alias_in
 
 TOP_K = (1, 3, 10)
@@ -91,6 +92,7 @@ def evidence(
         seen_answer=float(any_alias_in(opened, aliases)),
         quoted_answer=float(any_alias_in([q.extract for q in record.quotes], aliases)),
         cites=float(bool(cited(record.answer))),
+        doubted=float((gate_of(record) or {}).get("kept") is False),
         pattern=" ".join(pattern),
         searches=len(listed),
         opened_ranks=ranks,
@@ -137,6 +139,7 @@ def summarize(rows: list[dict]) -> dict:
     results all miss (a later search in the same episode counts)."""
     out: dict = {key: mean_of(rows, key) for key, _ in FUNNEL}
     out["cites"] = mean_of(rows, "cites")
+    out["doubted"] = mean_of(rows, "doubted")
     citing = [r for r in rows if r.get("cites") is not None and r.get("supported") is not None]
     out["citation_precision"] = _ratio(
         citing, lambda r: r["supported"] * r["cites"], lambda r: r["cites"]
@@ -200,6 +203,7 @@ def tables(summaries: Sequence[tuple[str, dict]]) -> list[str]:
         *FUNNEL,
         ("cites", "answer cites a quote [n]"),
         ("citation_precision", "citation precision (supported / cites)"),
+        ("doubted", "answer doubted: the citation gate took its [n] away"),
     ]
     for key, label in stages:
         lines.append(

@@ -19,9 +19,9 @@ from env.browser import BrowserEnv, config_from_dict, replay_map
 from env.cache import PageCache
 from env.errors import CacheError
 from env.observation import normalize
-from env.record import EpisodeRecord
+from env.record import EpisodeRecord, Step
 from env.sources.cache import CacheSource
-from webagent.answers import describe_step, format_answer
+from webagent.answers import confident, describe_step, format_answer, gate_of
 from webagent.prompts import completion_to_action
 
 
@@ -61,10 +61,10 @@ def replay(record: EpisodeRecord, cache: PageCache) -> ReplayResult:
         if observation != step.observation:
             result.mismatches.append(f"step {i + 1}: observation differs from the recording")
             break
-        if step.completion is not None and completion_to_action(step.completion) != step.action:
+        if step.completion is not None and written(record, step) != step.action:
             result.mismatches.append(
                 f"step {i + 1}: action {step.action!r} is not what its recorded completion "
-                f"says ({completion_to_action(step.completion)!r})"
+                f"says ({written(record, step)!r})"
             )
             break
         _, _, _, _, info = env.step(step.action)
@@ -76,6 +76,17 @@ def replay(record: EpisodeRecord, cache: PageCache) -> ReplayResult:
     if not result.mismatches:
         result.mismatches += result_mismatches(record, env.record if env.phase == "done" else None)
     return result
+
+
+def written(record: EpisodeRecord, step: Step) -> str:
+    """The action a step's recorded completion gives: the answer step through the citation gate
+    the run applied (`webagent.answers.confident`), decided again from the recorded
+    log-probabilities."""
+    action = completion_to_action(step.completion or "")
+    gate = gate_of(record)  # None for a malformed one too: then a gated action will not match
+    if step.phase != "answer" or gate is None:
+        return action
+    return confident(action, step.logprobs, gate["min_logprob"])[0]
 
 
 def result_mismatches(record: EpisodeRecord, rerun: EpisodeRecord | None) -> list[str]:

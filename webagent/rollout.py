@@ -21,6 +21,7 @@ from env.browser import BrowserEnv
 from env.observation import render_answer
 from env.questions import QuestionError, check_question
 from env.record import EpisodeRecord, RecordError, numbered_lines
+from webagent.answers import confident
 from webagent.policy import Generation, HFPolicy, Sampling
 from webagent.prompts import NO_QUOTES_ANSWER, completion_to_action
 
@@ -45,6 +46,10 @@ class RunConfig:
     reader: Reader | None = None
     """Under the aid, lists only the reader's best quotes on an article (`webagent.reader`);
     None: the environment's admissible set as it is."""
+
+    cite_min_logprob: float | None = None
+    """The citation gate: an answer keeps its `[n]` only when the policy's log-probability of
+    what it wrote is at least this (`confident`); None: no gate."""
 
     def aid(self, env: BrowserEnv) -> Admissible:
         """What the policy may decode in `env` now: the admissible set, narrowed by the reader."""
@@ -96,6 +101,7 @@ class _Slot:
     observation: str
     seed: int
     steps: int = 0
+    gate: dict | None = None
 
 
 StepCallback = Callable[[int, EpisodeRecord, str], None]
@@ -176,6 +182,8 @@ def run_episodes(
             seconds = (time.perf_counter() - t0) / len(ready)
             for slot, prompt, gen in zip(ready, prompts, generations, strict=True):
                 action = completion_to_action(gen.text)
+                if slot.env.phase == "answer":
+                    action, slot.gate = confident(action, gen.logprobs, config.cite_min_logprob)
                 if steer is not None:
                     action = steer(slot.index, slot.env, prompt, action)
                 finished = _advance(slot, action, (prompt, gen), seconds, on_step)
@@ -233,6 +241,8 @@ def _stamp(
         record.meta["reader"] = config.reader.name
     if slot.task.temperature is not None:
         record.meta["temperature"] = slot.task.temperature
+    if slot.gate is not None:
+        record.meta["citation_gate"] = slot.gate
     return record
 
 
@@ -302,7 +312,9 @@ def reanswer(
             clone = EpisodeRecord.from_dict(record.to_dict())
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
             last = next(s for s in reversed(record.steps) if s.phase == "answer")
-            action = completion_to_action(gen.text)
+            action, gate = confident(
+                completion_to_action(gen.text), gen.logprobs, config.cite_min_logprob
+            )
             clone.steps = [
                 replace(
                     last,
@@ -326,6 +338,9 @@ def reanswer(
                 "answer_only": True,
                 "browse": record.id,
             }
+            clone.meta.pop("citation_gate", None)  # the browse's answer's decision, not this one's
+            if gate is not None:
+                clone.meta["citation_gate"] = gate
             if part_temps is not None:
                 clone.meta["temperature"] = part_temps[j]
             out.append(clone)
