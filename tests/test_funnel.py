@@ -225,7 +225,9 @@ def ask_real(
     are the fp32 policy's; int8 sampling may differ), in a cache of its own that reuses the
     session's index and the prepared real model."""
     from env.paths import cache_root
+    from webagent.models import prepare
 
+    prepare("gemma3-270m")  # into the user cache once (the first real-model test may be this one)
     cache = tmp_path / "cache"
     shutil.copytree(index_dir, cache / "index")
     (cache / "models").symlink_to(cache_root() / "models")  # the prepared real model, read only
