@@ -49,7 +49,7 @@ def answers(run: Path, score=None) -> list[tuple[float | None, bool]]:
         for line in f:
             row = json.loads(line)
             record = EpisodeRecord.from_dict(row["episode"])
-            step = next((s for s in reversed(record.steps) if s.phase == "answer"), None)
+            step = record.answer_step
             if step is None or not step.completion:
                 continue
             written = completion_to_action(step.completion)

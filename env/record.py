@@ -73,7 +73,8 @@ class EpisodeRecord:
     """The final answer: as written, minus every `[n]` whose quote does not support it
     (`env.citations.check`)."""
     raw_answer: str | None = None
-    """The answer as the policy wrote it, before the citation check (nothing is lost)."""
+    """The answer as the agent gave it (the answer step's action), before the citation check
+    (nothing is lost; a policy's own completion stays in the step)."""
     supported_by_quotes: bool | None = None
     """The answer cites a quote that supports it; False: answered from memory (None: no answer
     step, or a record older than the check)."""
@@ -130,6 +131,11 @@ class EpisodeRecord:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @property
+    def answer_step(self) -> Step | None:
+        """The step that gave the answer (the last of the answer phase); None when there is none."""
+        return next((s for s in reversed(self.steps) if s.phase == "answer"), None)
 
     @property
     def page_ids(self) -> list[str]:

@@ -106,7 +106,7 @@ def unsupported_note(record: EpisodeRecord) -> str:
         note += f"; removed {', '.join(f'[{n}]' for n in dropped)}, which did not support it"
     gate = gate_of(record)
     if gate is not None and gate["kept"] is False and gate["logprob"] is not None:
-        step = next((s for s in reversed(record.steps) if s.phase == "answer"), None)
+        step = record.answer_step
         doubted = cited(step.completion) if step is not None and step.completion else []
         marks = ", ".join(f"[{n}]" for n in doubted) or "its citation"
         note += (

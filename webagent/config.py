@@ -161,8 +161,8 @@ class PolicyArgs:
         return unavailable() is None
 
     def recorded(self) -> dict:
-        """The settings a run records for this policy, with the arithmetic it really samples in
-        the reader it really decodes with and the citation gate it really applies."""
+        """The settings a run records for this policy, with what it really runs: the arithmetic it
+        samples in, the reader it decodes with and the citation gate it applies."""
         return {
             **asdict(self),
             "int8": self.quantized,

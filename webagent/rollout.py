@@ -311,7 +311,9 @@ def reanswer(
         ):
             clone = EpisodeRecord.from_dict(record.to_dict())
             clone.id, clone.seed = f"{record.id}.answer-{seed}", seed  # its own episode
-            last = next(s for s in reversed(record.steps) if s.phase == "answer")
+            last = record.answer_step
+            if last is None:
+                raise ValueError(f"record {record.id} has no answer step to answer again")
             action, gate = confident(
                 completion_to_action(gen.text), gen.logprobs, config.cite_min_logprob
             )
@@ -370,4 +372,4 @@ def recorded_browses(path: str | Path) -> Iterator[EpisodeRecord]:
 def answerable(record: EpisodeRecord) -> bool:
     """Whether an answer-only episode can reuse this record: it quoted and reached the answer
     phase (whose step `reanswer` replaces)."""
-    return bool(record.quotes) and any(s.phase == "answer" for s in record.steps)
+    return bool(record.quotes) and record.answer_step is not None
