@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from env.citations import check
@@ -48,6 +49,8 @@ def answers(run: Path, score=None) -> list[tuple[float | None, bool]]:
     with open(run / "results.jsonl", encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
+            if "episode" not in row:  # closed-book and rag-K rows: no answer step to gate
+                continue
             record = EpisodeRecord.from_dict(row["episode"])
             step = record.answer_step
             if step is None or not step.completion:
@@ -138,6 +141,8 @@ def main() -> int:
     parser.add_argument("--no-int8", action="store_true", help="--rescore in fp32")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for --rescore")
     args = parser.parse_args()
+    if not (args.run / "results.jsonl").is_file():
+        parser.error(f"{args.run} is not an eval run directory (no results.jsonl)")
     score = None
     if args.rescore:
         import torch
@@ -147,6 +152,9 @@ def main() -> int:
     with open(args.run / "results.jsonl", encoding="utf-8") as f:
         questions = sum(1 for _ in f)
     scored = answers(args.run, score)
+    if not scored:
+        print(f"{args.run}: no answer cites a quote, so there is nothing to gate", file=sys.stderr)
+        return 1
     items = [(s, ok) for s, ok in scored if s is not None]
     print(
         f"{args.run}: {questions} questions, {len(scored)} answers cite after the word check, "
